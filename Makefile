@@ -1,0 +1,44 @@
+# ganforge — the two front doors are `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXTRA ?= cpu,dev
+DEMO_DIR ?= runs/demo
+
+export BENTOML_DO_NOT_TRACK := 1
+export TQDM_MININTERVAL := 5
+
+.PHONY: venv test lint format demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[$(EXTRA)]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q -ra --durations=15
+
+demo: $(STAMP)
+	$(BIN)/python -m training.demo --out $(DEMO_DIR)
+
+bench: $(STAMP)
+	mkdir -p bench/results
+	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/fid_speed.py
+	$(BIN)/python bench/engine_throughput.py
+	$(BIN)/python bench/serve_load.py
+
+clean:
+	rm -rf runs bundles refs out bench/results .pytest_cache .ruff_cache

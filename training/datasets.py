@@ -1,0 +1,211 @@
+"""Datasets for ``--dataset``: the embedded ``digits`` default, torchvision datasets, image
+folders and FakeData. Every dataset yields ``(image [C, R, R] float32 in [-1, 1], label int64)``
+and has a fixed held-out split that every metric uses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from training.errors import UserError
+
+SPLITS = ("train", "heldout")
+TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+DATASET_NAMES = ("digits", *TORCHVISION, "folder:PATH", "fake")
+# The held-out split is seeded by this constant, never by the run's seed, so that every run,
+# every reference statistic and every gate sees the same held-out images.
+SPLIT_SEED = 20_240_601
+HELDOUT_FRACTION = 0.2
+
+
+class GanDataset(Dataset):
+    """A dataset of images in [-1, 1] at one resolution, with class names (empty if unlabelled)."""
+
+    def __init__(
+        self,
+        name: str,
+        split: str,
+        resolution: int,
+        channels: int,
+        class_names: Sequence[str],
+        base: Dataset | None = None,
+        indices: Sequence[int] | None = None,
+        tensors: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ):
+        self.name, self.split, self.resolution, self.channels = name, split, resolution, channels
+        self.class_names = list(class_names)
+        self._base, self._indices, self._tensors = base, indices, tensors
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        if self._tensors is not None:
+            return len(self._tensors[0])
+        return len(self._indices) if self._indices is not None else len(self._base)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if self._tensors is not None:
+            return self._tensors[0][i], int(self._tensors[1][i])
+        j = self._indices[i] if self._indices is not None else i
+        img, label = self._base[j]
+        return _to_model_space(img, self.resolution, self.channels), int(label)
+
+    def as_tensors(self, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """All (or the first ``limit``) images and labels as two tensors (for small datasets)."""
+        if self._tensors is not None:
+            x, y = self._tensors
+            return (x, y) if limit is None else (x[:limit], y[:limit])
+        n = len(self) if limit is None else min(limit, len(self))
+        items = [self[i] for i in range(n)]
+        return torch.stack([a for a, _ in items]), torch.tensor([b for _, b in items])
+
+    def describe(self) -> dict:
+        return {
+            "dataset": self.name,
+            "split": self.split,
+            "resolution": self.resolution,
+            "channels": self.channels,
+            "class_names": self.class_names,
+            "size": len(self),
+        }
+
+
+def _to_model_space(img, resolution: int, channels: int) -> torch.Tensor:
+    """PIL image or [C,H,W] tensor in [0,1] -> [channels, R, R] in [-1, 1]."""
+    if not isinstance(img, torch.Tensor):
+        arr = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
+        img = torch.from_numpy(arr)
+        img = img[None] if img.ndim == 2 else img.permute(2, 0, 1)
+    if img.shape[0] != channels:
+        img = img.mean(0, keepdim=True) if channels == 1 else img.expand(3, -1, -1)
+    if img.shape[-1] != resolution or img.shape[-2] != resolution:
+        img = F.interpolate(
+            img[None],
+            size=(resolution, resolution),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )[0]
+    return (img.clamp(0, 1) * 2 - 1).contiguous()
+
+
+def split_indices(labels: np.ndarray, split: str) -> np.ndarray:
+    """A fixed, seeded, class-stratified train/held-out split of ``len(labels)`` items."""
+    rng = np.random.Generator(np.random.PCG64(SPLIT_SEED))
+    heldout = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        heldout.extend(idx[: max(1, round(HELDOUT_FRACTION * len(idx)))].tolist())
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[heldout] = True
+    return np.flatnonzero(mask if split == "heldout" else ~mask)
+
+
+def load_digits(resolution: int, split: str = "train") -> GanDataset:
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes), resized."""
+    from sklearn.datasets import load_digits as _load
+
+    d = _load()
+    images = torch.from_numpy(d.images.astype(np.float32) / 16.0)[:, None]  # [N,1,8,8] in [0,1]
+    labels = d.target.astype(np.int64)
+    idx = split_indices(labels, split)
+    x = F.interpolate(
+        images[idx], size=(resolution, resolution), mode="bilinear", align_corners=False
+    )
+    x = (x.clamp(0, 1) * 2 - 1).contiguous()
+    y = torch.from_numpy(labels[idx])
+    return GanDataset("digits", split, resolution, 1, [str(i) for i in range(10)], tensors=(x, y))
+
+
+def _load_torchvision(name: str, resolution: int, split: str, data_root: str | None) -> GanDataset:
+    import torchvision
+
+    cls = getattr(torchvision.datasets, TORCHVISION[name])
+    root = Path(data_root or Path.home() / ".cache" / "ganforge" / "data")
+    train = split == "train"
+    try:
+        base = cls(str(root), train=train, download=False)
+    except RuntimeError:
+        try:
+            base = cls(str(root), train=train, download=True)
+        except Exception as e:  # offline, DNS failure, HTTP error...
+            folder = root / (cls.__name__ if name != "cifar10" else "cifar-10-batches-py")
+            raise UserError(
+                f"dataset {name!r} is not under {folder} and could not be downloaded ({e.__class__.__name__}). "
+                f"Put the {cls.__name__} files there (e.g. {folder}/raw/*-ubyte.gz for MNIST, "
+                "cifar-10-batches-py/ for CIFAR-10) or pass --data-root DIR"
+            ) from None
+    channels = 3 if name == "cifar10" else 1
+    return GanDataset(name, split, resolution, channels, list(base.classes), base=base)
+
+
+def _load_folder(path: str, resolution: int, split: str, channels: int | None) -> GanDataset:
+    import torchvision
+
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(f"image folder {str(root)!r} does not exist or is not a directory")
+    try:
+        base = torchvision.datasets.ImageFolder(str(root))
+    except (FileNotFoundError, RuntimeError) as e:
+        raise UserError(
+            f"image folder {str(root)!r} has no readable images ({e}); expected PATH/CLASS/*.png|jpg"
+        ) from None
+    if len(base) == 0:
+        raise UserError(f"image folder {str(root)!r} contains no images")
+    # Probe one image so an unreadable folder fails now, not mid-training.
+    try:
+        first, _ = base[0]
+    except Exception as e:
+        raise UserError(f"cannot read image {base.samples[0][0]!r}: {e}") from None
+    if channels is None:
+        channels = 1 if first.mode in ("L", "1", "I", "I;16") else 3
+    labels = np.array(base.targets)
+    idx = split_indices(labels, split) if len(base) >= 10 else np.arange(len(base))
+    classes = list(base.classes) if len(base.classes) > 1 else []
+    return GanDataset(
+        f"folder:{root}", split, resolution, channels, classes, base=base, indices=idx.tolist()
+    )
+
+
+def _load_fake(resolution: int, split: str, channels: int | None) -> GanDataset:
+    import torchvision
+
+    c = channels or 3
+    base = torchvision.datasets.FakeData(
+        size=256,
+        image_size=(c, resolution, resolution),
+        num_classes=10,
+        random_offset=0 if split == "train" else 10_000,
+        transform=torchvision.transforms.ToTensor(),
+    )
+    return GanDataset("fake", split, resolution, c, [str(i) for i in range(10)], base=base)
+
+
+def load_dataset(
+    spec: str,
+    resolution: int,
+    split: str = "train",
+    data_root: str | None = None,
+    channels: int | None = None,
+) -> GanDataset:
+    """Load ``spec`` (digits | mnist | fashion-mnist | cifar10 | folder:PATH | fake)."""
+    if split not in SPLITS:
+        raise UserError(f"split {split!r} not allowed; use one of {', '.join(SPLITS)}")
+    if spec == "digits":
+        return load_digits(resolution, split)
+    if spec in TORCHVISION:
+        return _load_torchvision(spec, resolution, split, data_root)
+    if spec.startswith("folder:"):
+        return _load_folder(spec[len("folder:") :], resolution, split, channels)
+    if spec == "fake":
+        return _load_fake(resolution, split, channels)
+    raise UserError(f"unknown dataset {spec!r}; choose one of {', '.join(DATASET_NAMES)}")

@@ -1,0 +1,138 @@
+"""DCGAN (Radford et al. 2015) and its class-conditional variant with a projection discriminator
+(Miyato & Koyama 2018). Nothing random inside ``forward``; no data-dependent control flow."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from training.config import ModelConfig
+
+
+def _width(cfg: ModelConfig, base: int, res: int) -> int:
+    """Channels at spatial size ``res``: ``base`` just below the output, doubling towards 4x4."""
+    return min(cfg.max_width, base * cfg.resolution // (2 * res))
+
+
+def _sn(module: nn.Module, enabled: bool) -> nn.Module:
+    return nn.utils.parametrizations.spectral_norm(module) if enabled else module
+
+
+class DCGANGenerator(nn.Module):
+    """z [N, latent] (+ optional conditioning input) -> image [N, C, R, R] in [-1, 1]."""
+
+    def __init__(self, cfg: ModelConfig, in_dim: int | None = None):
+        super().__init__()
+        self.cfg = cfg
+        in_dim = cfg.latent_dim if in_dim is None else in_dim
+        layers: list[nn.Module] = []
+        res = 4
+        c = _width(cfg, cfg.g_width, res)
+        layers += [
+            nn.ConvTranspose2d(in_dim, c, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(True),
+        ]
+        while res * 2 < cfg.resolution:
+            res *= 2
+            c_next = _width(cfg, cfg.g_width, res)
+            layers += [
+                nn.ConvTranspose2d(c, c_next, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(c_next),
+                nn.ReLU(True),
+            ]
+            c = c_next
+        layers += [nn.ConvTranspose2d(c, cfg.channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.main(z[:, :, None, None])
+
+
+class DCGANBody(nn.Module):
+    """Strided-conv feature extractor shared by the DCGAN and projection discriminators:
+    image [N, C, R, R] -> features [N, c4, 4, 4]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        sn, bn = cfg.spectral_norm, cfg.d_norm == "batch"
+        res = cfg.resolution // 2
+        c = _width(cfg, cfg.d_width, res)
+        layers: list[nn.Module] = [
+            _sn(nn.Conv2d(cfg.channels, c, 4, 2, 1, bias=not bn), sn),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        while res > 4:
+            res //= 2
+            c_next = _width(cfg, cfg.d_width, res)
+            layers.append(_sn(nn.Conv2d(c, c_next, 4, 2, 1, bias=not bn), sn))
+            if bn:
+                layers.append(nn.BatchNorm2d(c_next))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            c = c_next
+        self.main = nn.Sequential(*layers)
+        self.out_channels = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x)
+
+
+class DCGANDiscriminator(nn.Module):
+    """image -> logit [N] (no sigmoid: losses work on logits)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.body = DCGANBody(cfg)
+        self.head = _sn(
+            nn.Conv2d(self.body.out_channels, 1, 4, 1, 0, bias=False), cfg.spectral_norm
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x)).flatten(1).squeeze(1)
+
+
+class CGANGenerator(nn.Module):
+    """(z [N, latent], label int64 [N]) -> image. The label is embedded and concatenated to z."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_dim = min(50, cfg.latent_dim)
+        self.embed = nn.Embedding(cfg.num_classes, self.embed_dim)
+        self.net = DCGANGenerator(cfg, in_dim=cfg.latent_dim + self.embed_dim)
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z, self.embed(label)], dim=1))
+
+
+class ProjectionDiscriminator(nn.Module):
+    """(image, label) -> logit = psi(phi(x)) + <embed(y), phi(x)> (Miyato & Koyama 2018)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.body = DCGANBody(cfg)
+        c = self.body.out_channels
+        self.linear = _sn(nn.Linear(c, 1), cfg.spectral_norm)
+        self.embed = _sn(nn.Embedding(cfg.num_classes, c), cfg.spectral_norm)
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        h = self.body(x).sum(dim=(2, 3))
+        return self.linear(h).squeeze(1) + (self.embed(label) * h).sum(dim=1)
+
+
+def init_dcgan_weights(m: nn.Module) -> None:
+    """The DCGAN paper's init: N(0, 0.02) convs, N(1, 0.02) BatchNorm scales."""
+    name = m.__class__.__name__
+    if "Conv" in name and hasattr(m, "weight"):
+        # Under spectral norm the stored weight is the parametrization's original.
+        if nn.utils.parametrize.is_parametrized(m, "weight"):
+            weight = m.parametrizations.weight.original
+        else:
+            weight = m.weight
+        with torch.no_grad():
+            nn.init.normal_(weight, 0.0, 0.02)
+    elif "BatchNorm" in name:
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)

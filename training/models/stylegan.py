@@ -1,0 +1,293 @@
+"""StyleGAN-lite: a small StyleGAN2 (Karras et al. 2020).
+
+Mapping z(+class) -> w with a tracked ``w_avg``; synthesis from a learned constant with one style
+vector per layer (``ws: [N, num_ws, w_dim]``); modulated + demodulated convolutions in the
+*unfused* form (scale activations by the style, shared weight, demodulate the output) so the graph
+exports with a dynamic batch; explicit noise inputs (constant buffers when none are given); toRGB
+skips. The discriminator is a small residual-free StyleGAN2 D with minibatch-stddev.
+
+Nothing random inside ``forward``: training draws noise with :meth:`SynthesisNetwork.sample_noise`
+and passes it in; truncation and style mixing happen outside the graphs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.config import ModelConfig
+
+SQRT2 = math.sqrt(2.0)
+
+
+def _width(cfg: ModelConfig, base: int, res: int) -> int:
+    return min(cfg.max_width, base * cfg.resolution // res)
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with equalised learning rate (weights scaled at run time)."""
+
+    def __init__(self, in_f: int, out_f: int, bias_init: float = 0.0, lr_mul: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_f, in_f) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_f,), float(bias_init)))
+        self.w_gain = lr_mul / math.sqrt(in_f)
+        self.b_gain = lr_mul
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.w_gain, self.bias * self.b_gain)
+
+
+class EqualConv2d(nn.Module):
+    def __init__(self, in_c: int, out_c: int, k: int, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_c, in_c, k, k))
+        self.bias = nn.Parameter(torch.zeros(out_c)) if bias else None
+        self.gain = 1.0 / math.sqrt(in_c * k * k)
+        self.padding = k // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.gain, self.bias, padding=self.padding)
+
+
+def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
+
+
+class MappingNetwork(nn.Module):
+    """z [N, z_dim] (+ label [N]) -> w [N, w_dim]. ``w_avg`` is tracked by the training loop."""
+
+    def __init__(self, cfg: ModelConfig, lr_mul: float = 0.01):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = EqualLinear(cfg.num_classes, cfg.w_dim) if cfg.conditional else None
+        in_f = cfg.latent_dim + (cfg.w_dim if cfg.conditional else 0)
+        layers = []
+        for i in range(cfg.mapping_layers):
+            layers.append(EqualLinear(in_f if i == 0 else cfg.w_dim, cfg.w_dim, lr_mul=lr_mul))
+        self.layers = nn.ModuleList(layers)
+        self.register_buffer("w_avg", torch.zeros(cfg.w_dim))
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        x = normalize_2nd_moment(z)
+        if self.embed is not None:
+            assert label is not None, "conditional mapping needs a label"
+            onehot = F.one_hot(label, self.cfg.num_classes).to(z.dtype)
+            x = torch.cat([x, normalize_2nd_moment(self.embed(onehot))], dim=1)
+        for layer in self.layers:
+            x = F.leaky_relu(layer(x), 0.2) * SQRT2
+        return x
+
+    @torch.no_grad()
+    def update_w_avg(self, w: torch.Tensor, beta: float = 0.995) -> None:
+        self.w_avg.copy_(w.detach().float().mean(0).lerp(self.w_avg, beta))
+
+
+class ModulatedConv(nn.Module):
+    """Style-modulated conv, unfused: x*s -> conv(shared weight) -> demodulate per sample."""
+
+    def __init__(self, in_c: int, out_c: int, k: int, w_dim: int, demodulate: bool = True):
+        super().__init__()
+        self.affine = EqualLinear(w_dim, in_c, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_c, in_c, k, k))
+        self.gain = 1.0 / math.sqrt(in_c * k * k)
+        self.demodulate = demodulate
+        self.padding = k // 2
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        s = self.affine(w)  # [N, in_c]
+        weight = self.weight * self.gain
+        x = F.conv2d(x * s[:, :, None, None], weight, padding=self.padding)
+        if self.demodulate:
+            # sigma[n, o] = sqrt(sum_{i,k} (W[o,i,k] s[n,i])^2)
+            wsq = weight.square().sum(dim=(2, 3))  # [out, in]
+            d = (s.square() @ wsq.t() + 1e-8).rsqrt()  # [N, out]
+            x = x * d[:, :, None, None]
+        return x
+
+
+class StyleLayer(nn.Module):
+    """Modulated 3x3 conv + noise + bias + lrelu, optionally upsampling its input first."""
+
+    def __init__(self, in_c: int, out_c: int, w_dim: int, res: int, up: bool):
+        super().__init__()
+        self.up = up
+        self.conv = ModulatedConv(in_c, out_c, 3, w_dim)
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.bias = nn.Parameter(torch.zeros(out_c))
+        # The constant noise used whenever no noise is passed in (export, serving, evaluation).
+        self.register_buffer("noise_const", torch.randn(1, 1, res, res))
+        self.res = res
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        if self.up:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        x = self.conv(x, w)
+        n = self.noise_const if noise is None else noise
+        x = x + n * self.noise_strength + self.bias[None, :, None, None]
+        return F.leaky_relu(x, 0.2) * SQRT2
+
+
+class ToRGB(nn.Module):
+    def __init__(self, in_c: int, out_c: int, w_dim: int):
+        super().__init__()
+        self.conv = ModulatedConv(in_c, out_c, 1, w_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(out_c))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self.conv(x, w) + self.bias[None, :, None, None]
+
+
+class SynthesisNetwork(nn.Module):
+    """ws [N, num_ws, w_dim] (+ optional per-layer noise) -> image [N, C, R, R].
+
+    Style index layout (num_ws = 2*log2(R) - 2): 4x4 conv uses ws[0] and its toRGB ws[1]; each
+    block at resolution r uses ws[i] for its upsampling conv, ws[i+1] for its second conv and
+    ws[i+2] for its toRGB, the toRGB style shared with the next block's first conv (StyleGAN2)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.num_ws = cfg.num_ws
+        c4 = _width(cfg, cfg.g_width, 4)
+        self.const = nn.Parameter(torch.randn(c4, 4, 4))
+        layers = [StyleLayer(c4, c4, cfg.w_dim, 4, up=False)]
+        torgbs = [ToRGB(c4, cfg.channels, cfg.w_dim)]
+        c = c4
+        res = 4
+        while res < cfg.resolution:
+            res *= 2
+            c_next = _width(cfg, cfg.g_width, res)
+            layers.append(StyleLayer(c, c_next, cfg.w_dim, res, up=True))
+            layers.append(StyleLayer(c_next, c_next, cfg.w_dim, res, up=False))
+            torgbs.append(ToRGB(c_next, cfg.channels, cfg.w_dim))
+            c = c_next
+        self.layers = nn.ModuleList(layers)
+        self.torgbs = nn.ModuleList(torgbs)
+
+    def sample_noise(
+        self, batch: int, generator: torch.Generator | None = None
+    ) -> list[torch.Tensor]:
+        """Fresh per-layer noise for training (the only place StyleGAN-lite draws randomness)."""
+        dev = self.const.device
+        return [
+            torch.randn(batch, 1, layer.res, layer.res, device=dev, generator=generator)
+            for layer in self.layers
+        ]
+
+    def forward(self, ws: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        n = ws.shape[0]
+        x = self.const[None].expand(n, -1, -1, -1)
+        x = self.layers[0](x, ws[:, 0], None if noise is None else noise[0])
+        img = self.torgbs[0](x, ws[:, 1])
+        wi = 1
+        for b in range(1, len(self.torgbs)):
+            l0, l1 = self.layers[2 * b - 1], self.layers[2 * b]
+            x = l0(x, ws[:, wi], None if noise is None else noise[2 * b - 1])
+            x = l1(x, ws[:, wi + 1], None if noise is None else noise[2 * b])
+            img = F.interpolate(img, scale_factor=2.0, mode="bilinear", align_corners=False)
+            img = img + self.torgbs[b](x, ws[:, wi + 2])
+            wi += 2
+        return img
+
+
+def style_ranges(num_ws: int) -> dict[str, list[int]]:
+    """Named coarse/middle/fine layer ranges [start, stop) splitting the ws in three (NVlabs calls
+    4-8px coarse, 16-32px middle, 64px+ fine; at our small resolutions thirds keep all three)."""
+    a = max(1, round(num_ws / 3))
+    b = max(a + 1, round(2 * num_ws / 3))
+    return {"coarse": [0, a], "middle": [a, b], "fine": [b, num_ws]}
+
+
+class StyleGANGenerator(nn.Module):
+    """G = mapping + synthesis. ``forward(z, label)`` broadcasts one w to all layers (no
+    truncation); training composes mapping/synthesis itself for style mixing and noise."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.mapping = MappingNetwork(cfg)
+        self.synthesis = SynthesisNetwork(cfg)
+        self.num_ws = cfg.num_ws
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.mapping(z, label)
+        return self.synthesis(w[:, None, :].expand(-1, self.num_ws, -1))
+
+
+class MinibatchStd(nn.Module):
+    """Appends the std of features across a group of samples as one extra channel.
+
+    For serving, a sample's score must not depend on the other samples in its batch: call
+    :meth:`freeze` with the mean statistic seen on generated batches and the layer appends that
+    constant instead (what the exported discriminator does)."""
+
+    def __init__(self, group_size: int = 4):
+        super().__init__()
+        self.group_size = group_size
+        self.frozen = False
+        self.register_buffer("frozen_value", torch.zeros([]))
+
+    def statistic(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = min(self.group_size, n)
+        while n % g:
+            g -= 1
+        y = x.reshape(g, -1, c, h, w)
+        y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()
+        return y.mean(dim=(1, 2, 3)).repeat(g)  # [n]
+
+    @torch.no_grad()
+    def freeze(self, value: float) -> None:
+        self.frozen_value.fill_(float(value))
+        self.frozen = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        if self.frozen:
+            s = self.frozen_value.expand(n, 1, h, w)
+        else:
+            s = self.statistic(x)[:, None, None, None].expand(n, 1, h, w)
+        return torch.cat([x, s.to(x.dtype)], dim=1)
+
+
+class StyleGANDiscriminator(nn.Module):
+    """image (+ label) -> logit [N]. fromRGB, conv blocks with average-pool downsampling,
+    minibatch-stddev at 4x4, then fc layers; projection conditioning when the model has classes."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        res = cfg.resolution
+        c = _width(cfg, cfg.d_width, res)
+        self.from_rgb = EqualConv2d(cfg.channels, c, 1)
+        blocks = []
+        while res > 4:
+            c_next = _width(cfg, cfg.d_width, res // 2)
+            blocks.append(nn.ModuleList([EqualConv2d(c, c, 3), EqualConv2d(c, c_next, 3)]))
+            c, res = c_next, res // 2
+        self.blocks = nn.ModuleList(blocks)
+        self.mbstd = MinibatchStd()
+        self.conv4 = EqualConv2d(c + 1, c, 3)
+        self.fc = EqualLinear(c * 16, c)
+        self.out = EqualLinear(c, 1)
+        self.embed = EqualLinear(cfg.num_classes, c) if cfg.conditional else None
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        x = F.leaky_relu(self.from_rgb(x), 0.2) * SQRT2
+        for conv0, conv1 in self.blocks:
+            x = F.leaky_relu(conv0(x), 0.2) * SQRT2
+            x = F.leaky_relu(conv1(x), 0.2) * SQRT2
+            x = F.avg_pool2d(x, 2)
+        x = self.mbstd(x)
+        x = F.leaky_relu(self.conv4(x), 0.2) * SQRT2
+        h = F.leaky_relu(self.fc(x.flatten(1)), 0.2) * SQRT2
+        logit = self.out(h).squeeze(1)
+        if self.embed is not None:
+            assert label is not None, "conditional discriminator needs a label"
+            onehot = F.one_hot(label, self.cfg.num_classes).to(h.dtype)
+            logit = logit + (self.embed(onehot) * h).sum(1) / math.sqrt(h.shape[1])
+        return logit
