@@ -1,0 +1,66 @@
+"""Prometheus counters next to BentoML's own /metrics (created lazily, torch-free).
+
+Metric objects are created on first use, inside the worker, so ``prometheus_client`` sees the
+``PROMETHEUS_MULTIPROC_DIR`` BentoML sets there and the engine's and the API's processes are
+aggregated into one /metrics page.
+"""
+
+from __future__ import annotations
+
+import functools
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 256, 512)
+
+
+@functools.cache
+def _metrics():
+    import prometheus_client as prom
+
+    return {
+        "images": prom.Counter(
+            "ganforge_images_generated",
+            "Images returned to clients",
+            ["model", "endpoint"],
+        ),
+        "candidates": prom.Counter(
+            "ganforge_filter_candidates",
+            "Images generated as candidates for a quality filter",
+            ["model", "method"],
+        ),
+        "accepted": prom.Counter(
+            "ganforge_filter_accepted",
+            "Candidates a quality filter kept",
+            ["model", "method"],
+        ),
+        "batch": prom.Histogram(
+            "ganforge_engine_batch_size",
+            "Rows per engine graph call (one call per model present in a batch)",
+            ["api", "model"],
+            buckets=BATCH_BUCKETS,
+        ),
+        "batch_rows": prom.Histogram(
+            "ganforge_engine_batch_rows",
+            "Rows in one engine batch as BentoML's adaptive batcher delivered it",
+            ["api"],
+            buckets=BATCH_BUCKETS,
+        ),
+    }
+
+
+def images_returned(model: str, endpoint: str, count: int) -> None:
+    if count:
+        _metrics()["images"].labels(model=model, endpoint=endpoint).inc(count)
+
+
+def filtered(model: str, method: str, generated: int, accepted: int) -> None:
+    m = _metrics()
+    m["candidates"].labels(model=model, method=method).inc(generated)
+    m["accepted"].labels(model=model, method=method).inc(accepted)
+
+
+def engine_batch(api: str, model: str, rows: int) -> None:
+    _metrics()["batch"].labels(api=api, model=model).observe(rows)
+
+
+def engine_rows(api: str, rows: int) -> None:
+    _metrics()["batch_rows"].labels(api=api).observe(rows)

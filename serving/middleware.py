@@ -1,0 +1,124 @@
+"""ASGI middleware for the public service: API-key auth and a request-body size limit.
+
+BentoML has no body limit of its own, and its handlers read the whole body before validating, so
+the limit is enforced here, before any handler runs. Both answer in the same JSON error shape as
+the API (``{"error", "field"}``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from typing import Any
+
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
+
+
+async def _json(send, status: int, body: dict[str, Any], headers: list | None = None) -> None:
+    data = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+class ApiKeyMiddleware:
+    """Every path except the probes needs ``Authorization: Bearer <key>`` (constant-time check)."""
+
+    def __init__(self, app, api_key: str | None = None):
+        self.app = app
+        key = api_key if api_key is not None else os.environ.get("GAN_API_KEY", "")
+        self.key = key.encode() if key else None
+
+    async def __call__(self, scope, receive, send):
+        if self.key is None or scope["type"] != "http" or scope.get("path") in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        given = b""
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                given = value
+                break
+        scheme, _, token = given.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key):
+            return await self.app(scope, receive, send)
+        await _json(
+            send,
+            401,
+            {
+                "error": "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                "field": "Authorization",
+            },
+            [(b"www-authenticate", b"Bearer")],
+        )
+
+
+class BodyLimitMiddleware:
+    """Answer 413 to a request body larger than ``max_bytes`` (declared or streamed)."""
+
+    def __init__(self, app, max_bytes: int | None = None):
+        if max_bytes is None:
+            from serving.config import Settings
+
+            max_bytes = Settings.from_env().limits.max_body_bytes
+        self.app, self.max_bytes = app, max_bytes
+
+    async def _too_large(self, send, size: str) -> None:
+        await _json(
+            send,
+            413,
+            {
+                "error": f"request body {size} is larger than the {self.max_bytes}-byte limit",
+                "field": "body",
+            },
+        )
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    return await self._too_large(send, f"of {declared} bytes")
+        # Chunked or undeclared bodies: read up to the limit here, then replay them.
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return await self.app(scope, _replay(receive, [], message), send)
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                return await self._too_large(send, "of more than that")
+            chunks.append(body)
+            more = message.get("more_body", False)
+        return await self.app(scope, _replay(receive, chunks, None), send)
+
+
+def _replay(original, chunks: list[bytes], first: dict | None):
+    """A ``receive`` that hands the already-read body (or message) over once, then defers to the
+    original one, so disconnect detection still works."""
+    pending = (
+        [first]
+        if first is not None
+        else [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+    )
+
+    async def receive():
+        if pending:
+            return pending.pop()
+        return await original()
+
+    return receive

@@ -1,0 +1,477 @@
+"""Requests -> engine rows -> images: the public side of the service (numpy only, torch-free).
+
+Seeds become latents here, with ``export.sampling``'s rules, so every image is computed per seed;
+the engine only runs graphs on rows. The engine is reached through two async callables
+(``mapping(rows)``, ``render(rows)``): BentoML's remote proxy when served, the engine itself in
+tests. Every client mistake raises :class:`ClientError` with the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from export import filters as gan_filters
+from export import sampling
+from export.errors import ExportError
+from export.images import encode_png, make_grid, to_uint8
+from serving.config import Limits
+from serving.engine import Layout, ModelInfo
+from serving.errors import ClientError
+
+EngineCall = Callable[[np.ndarray], Awaitable[np.ndarray]]
+DEFAULT_FILTER = "none"
+
+
+@dataclass
+class Images:
+    """A request's images with what each one is (seed, class, style source, score)."""
+
+    model: ModelInfo
+    images: np.ndarray  # [N, C, R, R] in [-1, 1]
+    meta: list[dict[str, Any]]
+    scores: np.ndarray
+    grid_columns: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self, truncation: float) -> dict[str, Any]:
+        pictures = to_uint8(self.images)
+        out = []
+        for meta, score, pic in zip(self.meta, self.scores, pictures):
+            if meta.get("blank"):
+                continue
+            png = base64.b64encode(encode_png(pic)).decode("ascii")
+            out.append({**meta, "score": round(float(score), 6), "png": png})
+        return {
+            "model": self.model.name,
+            "kind": self.model.kind,
+            "truncation": truncation,
+            "ungated": self.model.ungated,
+            "count": len(out),
+            "images": out,
+            **self.extra,
+        }
+
+    def to_png(self) -> bytes:
+        return encode_png(make_grid(self.images, nrow=self.grid_columns))
+
+
+def _export_error(exc: ExportError, field_name: str) -> ClientError:
+    return ClientError(str(exc), status=422, field=field_name)
+
+
+class Pipeline:
+    """Turns validated request fields into engine calls and images."""
+
+    def __init__(
+        self,
+        models: Sequence[ModelInfo],
+        layout: Layout,
+        limits: Limits,
+        mapping: EngineCall,
+        render: EngineCall,
+    ):
+        self.models = {m.name: m for m in models}
+        self.layout, self.limits = layout, limits
+        self._mapping, self._render = mapping, render
+
+    # -- lookups and checks ----------------------------------------------------------------------
+    def model(self, name: str) -> ModelInfo:
+        info = self.models.get(name)
+        if info is None:
+            raise ClientError(
+                f"unknown model {name!r}; served models: {sorted(self.models)}",
+                status=404,
+                field="model",
+            )
+        return info
+
+    def class_index(self, info: ModelInfo, value: int | str, field_name: str) -> int:
+        if info.num_classes == 0:
+            raise ClientError(
+                f"model {info.name!r} is unconditional ({info.kind}): do not send {field_name}",
+                status=422,
+                field=field_name,
+            )
+        if isinstance(value, str):
+            if value in info.class_names:
+                return info.class_names.index(value)
+            raise ClientError(
+                f"unknown class name {value!r} for {info.name!r}; allowed: indices "
+                f"0..{info.num_classes - 1} or names {info.class_names}",
+                status=422,
+                field=field_name,
+            )
+        if not 0 <= value < info.num_classes:
+            raise ClientError(
+                f"class {value} is out of range for {info.name!r}: allowed 0..{info.num_classes - 1} "
+                f"or names {info.class_names}",
+                status=422,
+                field=field_name,
+            )
+        return int(value)
+
+    def check_count(self, count: int, limit: int, field_name: str, what: str) -> None:
+        if count > limit:
+            raise ClientError(
+                f"{what} {count} is too large: at most {limit} allowed",
+                status=422,
+                field=field_name,
+            )
+
+    def check_truncation(self, info: ModelInfo, psi: float) -> float:
+        if info.kind == "stylegan":
+            ok, allowed = -2.0 <= psi <= 2.0, "-2 <= truncation <= 2"
+        else:
+            ok, allowed = 0.0 < psi <= 1.0, "0 < truncation <= 1"
+        if not ok:
+            raise ClientError(
+                f"truncation {psi} not allowed for {info.kind} model {info.name!r}: use {allowed} "
+                "(1 = no truncation)",
+                status=422,
+                field="truncation",
+            )
+        if info.kind == "stylegan" and psi != 1.0 and info.w_avg is None:
+            raise ClientError(
+                f"model {info.name!r} has no w_avg: only truncation 1 is available",
+                status=422,
+                field="truncation",
+            )
+        return float(psi)
+
+    def label(self, info: ModelInfo, seed: int, fixed: int | None) -> int | None:
+        if info.num_classes == 0:
+            return None
+        return fixed if fixed is not None else seed % info.num_classes
+
+    def class_meta(self, info: ModelInfo, label: int | None) -> dict[str, Any] | None:
+        if label is None:
+            return None
+        return {"index": int(label), "name": info.class_names[label]}
+
+    # -- engine ------------------------------------------------------------------------------------
+    def _labels(self, labels: Sequence[int | None]) -> np.ndarray | None:
+        if not labels or labels[0] is None:
+            return None
+        return np.asarray(labels, np.int64)
+
+    async def ws(
+        self, info: ModelInfo, z: np.ndarray, labels: Sequence[int | None], psi: float
+    ) -> np.ndarray:
+        """StyleGAN-lite: z -> truncated ws ``[N, num_ws, w_dim]`` (export.sampling's rule)."""
+        out = await self._mapping(self.layout.rows(info, self._labels(labels), z))
+        w = np.asarray(out, np.float32)[:, : info.w_dim]
+        ws = np.repeat(w[:, None, :], info.num_ws, axis=1)
+        if psi != 1.0:
+            ws = sampling.truncate_w(ws, np.asarray(info.w_avg, np.float32), psi)
+        return ws
+
+    async def render(
+        self, info: ModelInfo, labels: Sequence[int | None], payload: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        out = await self._render(self.layout.rows(info, self._labels(labels), payload))
+        return Layout.images(info, np.asarray(out, np.float32))
+
+    async def from_seeds(
+        self, info: ModelInfo, seeds: Sequence[int], labels: Sequence[int | None], psi: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Images and discriminator logits for seeds, exactly as ``export.sampling.generate``."""
+        if info.kind == "stylegan":
+            z = sampling.z_from_seeds(seeds, info.latent_dim)
+            payload = await self.ws(info, z, labels, psi)
+        else:
+            payload = sampling.z_from_seeds(seeds, info.latent_dim, psi)
+        return await self.render(info, labels, payload)
+
+    # -- endpoints -----------------------------------------------------------------------------
+    def seed_pool(
+        self, seeds: list[int] | None, seed: int | None, count: int, field_name: str
+    ) -> list[int]:
+        if seeds is not None:
+            if not seeds:
+                raise ClientError("seeds is empty: give at least one", status=422, field="seeds")
+            return list(seeds)
+        base = 0 if seed is None else seed
+        if base + count - 1 > sampling.MAX_SEED:
+            raise ClientError(
+                f"seed {base} + {count} images runs past the largest seed {sampling.MAX_SEED}",
+                status=422,
+                field=field_name,
+            )
+        return list(range(base, base + count))
+
+    async def generate(
+        self,
+        model: str,
+        n: int,
+        seeds: list[int] | None,
+        seed: int | None,
+        truncation: float,
+        filter_method: str,
+        oversample: int,
+        class_labels: list[int | str] | None = None,
+        endpoint: str = "generate",
+    ) -> Images:
+        """``n`` images (per class when ``class_labels`` is given), optionally filtered."""
+        info = self.model(model)
+        psi = self.check_truncation(info, truncation)
+        fixed: list[int | None] = [None]
+        if class_labels is not None:
+            if info.num_classes == 0:
+                raise ClientError(
+                    f"model {info.name!r} is an unconditional {info.kind} model: use /generate, "
+                    f"conditional models are {[m.name for m in self.models.values() if m.num_classes]}",
+                    status=422,
+                    field="class_label",
+                )
+            if not class_labels:
+                raise ClientError("class_label is an empty list", status=422, field="class_label")
+            fixed = [
+                self.class_index(
+                    info, v, f"class_label[{i}]" if len(class_labels) > 1 else "class_label"
+                )
+                for i, v in enumerate(class_labels)
+            ]
+        if seeds is not None and filter_method == "none":
+            n = len(seeds)
+        self.check_count(n, self.limits.max_n, "seeds" if seeds is not None else "n", "n")
+        self.check_count(n * len(fixed), self.limits.max_n, "class_label", "n x classes")
+        if filter_method == "none":
+            budget = n
+        elif seeds is not None:
+            budget = len(seeds)
+            if n > budget:
+                raise ClientError(
+                    f"n {n} is more than the {budget} candidate seeds given", 422, "n"
+                )
+        else:
+            self.check_count(
+                oversample, self.limits.max_oversample, "filter.oversample", "oversample"
+            )
+            budget = n * oversample
+        self.check_count(
+            budget * len(fixed),
+            self.limits.max_generated,
+            "filter.oversample",
+            "images to generate",
+        )
+        if filter_method == "drs" and not info.drs_ready:
+            raise ClientError(
+                f"model {info.name!r} has no DRS calibration in its bundle: use 'none' or 'top_k'",
+                status=422,
+                field="filter.method",
+            )
+        pool = self.seed_pool(seeds, seed, budget, "seed")
+
+        groups = await asyncio.gather(
+            *(self._filtered(info, pool, n, label, psi, filter_method) for label in fixed)
+        )
+        images = np.concatenate([g[0] for g in groups])
+        scores = np.concatenate([g[1] for g in groups])
+        meta = [m for g in groups for m in g[2]]
+        generated = sum(g[3] for g in groups)
+        result = Images(info, images, meta, scores, grid_columns=n if len(fixed) > 1 else None)
+        result.extra["filter"] = {
+            "method": filter_method,
+            "oversample": oversample if filter_method != "none" else 1,
+            "generated": generated,
+            "returned": len(meta),
+            "acceptance_rate": round(len(meta) / max(generated, 1), 6),
+        }
+        if len(meta) < n * len(fixed):
+            result.extra["filter"]["shortfall"] = n * len(fixed) - len(meta)
+        return result
+
+    async def _filtered(
+        self,
+        info: ModelInfo,
+        pool: list[int],
+        n: int,
+        fixed: int | None,
+        psi: float,
+        method: str,
+    ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]], int]:
+        """(images, scores, meta, generated) for one class group."""
+        if method == "drs":
+            return await self._drs(info, pool, n, fixed, psi)
+        labels = [self.label(info, s, fixed) for s in pool]
+        images, scores = await self.from_seeds(info, pool, labels, psi)
+        keep = np.arange(len(pool))
+        if method == "top_k":
+            keep = np.sort(gan_filters.top_k(scores, n))
+        meta = [
+            {"seed": pool[i], "class": self.class_meta(info, labels[i]), "style": None}
+            for i in keep
+        ]
+        return images[keep], scores[keep], meta, len(pool)
+
+    async def _drs(self, info, pool, n, fixed, psi):
+        """Discriminator rejection sampling in rounds; per-seed uniforms keep it reproducible."""
+        expected = float(info.calibration["drs"].get("expected_acceptance") or 0.3)
+        kept_images, kept_scores, meta = [], [], []
+        done = 0
+        while done < len(pool) and len(meta) < n:
+            want = math.ceil((n - len(meta)) / max(expected, 0.05) * 1.25)
+            seeds = pool[done : done + max(want, 1)]
+            done += len(seeds)
+            labels = [self.label(info, s, fixed) for s in seeds]
+            images, scores = await self.from_seeds(info, seeds, labels, psi)
+            accept = gan_filters.drs_accept(scores, seeds, info.calibration)
+            for i in np.flatnonzero(accept)[: n - len(meta)]:
+                kept_images.append(images[i])
+                kept_scores.append(scores[i])
+                meta.append(
+                    {"seed": seeds[i], "class": self.class_meta(info, labels[i]), "style": None}
+                )
+        shape = (0, info.channels, info.resolution, info.resolution)
+        images = np.stack(kept_images) if kept_images else np.zeros(shape, np.float32)
+        return images, np.asarray(kept_scores, np.float32), meta, done
+
+    async def style_mix(
+        self,
+        model: str,
+        row_seeds: list[int],
+        col_seeds: list[int],
+        col_styles: list[int] | str,
+        truncation: float,
+    ) -> Images:
+        """The style-mixing grid (export.sampling.style_mix's layout and rules)."""
+        info = self.model(model)
+        if info.kind != "stylegan":
+            stylegans = [m.name for m in self.models.values() if m.kind == "stylegan"]
+            raise ClientError(
+                f"style mixing needs a StyleGAN-lite model; {info.name!r} is {info.kind} "
+                f"(StyleGAN-lite models served: {stylegans})",
+                status=422,
+                field="model",
+            )
+        psi = self.check_truncation(info, truncation)
+        for name, seeds in (("row_seeds", row_seeds), ("col_seeds", col_seeds)):
+            if not seeds:
+                raise ClientError(f"{name} is empty: give at least one seed", 422, name)
+        cells = (len(row_seeds) + 1) * (len(col_seeds) + 1)
+        self.check_count(cells, self.limits.max_grid, "row_seeds", "grid cells (rows+1)x(cols+1)")
+        try:
+            if isinstance(col_styles, str):
+                styles = sampling.parse_styles(col_styles, info.num_ws, info.style_ranges)
+            else:
+                styles = sorted(set(col_styles))
+                bad = [s for s in styles if not 0 <= s < info.num_ws]
+                if bad:
+                    raise ExportError(
+                        f"col_styles {bad} are outside 0..{info.num_ws - 1} "
+                        f"(model {info.name!r} has num_ws={info.num_ws}); or use a named range "
+                        f"{sorted(info.style_ranges)}"
+                    )
+        except ExportError as exc:
+            raise _export_error(exc, "col_styles") from None
+        if not styles:
+            raise ClientError(
+                f"col_styles is empty: choose layers in 0..{info.num_ws - 1} or a named range "
+                f"{sorted(info.style_ranges)}",
+                422,
+                "col_styles",
+            )
+        all_seeds = list(row_seeds) + list(col_seeds)
+        labels = [self.label(info, s, None) for s in all_seeds]
+        ws = await self.ws(info, sampling.z_from_seeds(all_seeds, info.latent_dim), labels, psi)
+        row_ws, col_ws = ws[: len(row_seeds)], ws[len(row_seeds) :]
+        payload = [np.zeros_like(row_ws[0])]
+        meta: list[dict[str, Any]] = [{"blank": True}]
+        cell_labels: list[int | None] = [labels[0]]
+        for c, s in enumerate(col_seeds):
+            payload.append(col_ws[c])
+            meta.append({"seed": s, "class": None, "style": {"source": "col", "col_seed": s}})
+            cell_labels.append(labels[len(row_seeds) + c])
+        for r, rs in enumerate(row_seeds):
+            payload.append(row_ws[r])
+            meta.append({"seed": rs, "class": None, "style": {"source": "row", "row_seed": rs}})
+            cell_labels.append(labels[r])
+            for c, cs in enumerate(col_seeds):
+                mixed = row_ws[r].copy()
+                mixed[styles] = col_ws[c][styles]
+                payload.append(mixed)
+                meta.append(
+                    {
+                        "seed": rs,
+                        "class": None,
+                        "style": {
+                            "source": "mix",
+                            "row_seed": rs,
+                            "col_seed": cs,
+                            "col_styles": styles,
+                        },
+                    }
+                )
+                cell_labels.append(labels[r])
+        for m, lab in zip(meta, cell_labels):
+            if not m.get("blank"):
+                m["class"] = self.class_meta(info, lab)
+        images, scores = await self.render(info, cell_labels, np.stack(payload))
+        images[0] = -1.0  # the blank corner, as in export.sampling.style_mix
+        return Images(
+            info,
+            images,
+            meta,
+            scores,
+            grid_columns=len(col_seeds) + 1,
+            extra={"col_styles": styles, "rows": len(row_seeds), "cols": len(col_seeds)},
+        )
+
+    async def interpolate(
+        self,
+        model: str,
+        seeds: list[int],
+        steps: int,
+        space: str,
+        truncation: float,
+        class_label: int | str | None = None,
+    ) -> Images:
+        """Images from seeds[0] to seeds[1] (export.sampling.interpolate's rules)."""
+        info = self.model(model)
+        psi = self.check_truncation(info, truncation)
+        self.check_count(steps, self.limits.max_steps, "steps", "steps")
+        if space == "w" and info.kind != "stylegan":
+            raise ClientError(
+                f"interpolation in w needs a StyleGAN-lite model; {info.name!r} is {info.kind}: "
+                "use space 'z'",
+                status=422,
+                field="space",
+            )
+        seed_a, seed_b = seeds
+        fixed = None if class_label is None else self.class_index(info, class_label, "class_label")
+        label = self.label(info, seed_a, fixed)
+        labels = [label] * steps
+        ts = np.linspace(0.0, 1.0, steps)
+        if space == "w":
+            z = sampling.z_from_seeds([seed_a, seed_b], info.latent_dim)
+            ends = await self.ws(info, z, labels[:2], psi)
+            payload = np.stack([(1 - t) * ends[0] + t * ends[1] for t in ts]).astype(np.float32)
+        else:
+            zpsi = psi if info.kind != "stylegan" else 1.0
+            za = sampling.z_from_seed(seed_a, info.latent_dim, zpsi)
+            zb = sampling.z_from_seed(seed_b, info.latent_dim, zpsi)
+            z = np.stack([sampling.slerp(za, zb, t) for t in ts])
+            payload = await self.ws(info, z, labels, psi) if info.kind == "stylegan" else z
+        images, scores = await self.render(info, labels, payload)
+        meta = [
+            {
+                "seed": None,
+                "class": self.class_meta(info, label),
+                "style": {
+                    "source": "interpolation",
+                    "from_seed": seed_a,
+                    "to_seed": seed_b,
+                    "t": round(float(t), 6),
+                    "space": space,
+                },
+            }
+            for t in ts
+        ]
+        return Images(info, images, meta, scores, grid_columns=steps, extra={"space": space})

@@ -1,0 +1,252 @@
+"""ganforge's HTTP service: ``bentoml serve serving.service:GanService``.
+
+Two BentoML services. ``GanEngine`` (inner) holds the verified bundles and exposes batchable
+``mapping``/``render`` APIs over packed float32 rows, so concurrent requests are merged into engine
+batches. ``GanService`` (public, async) validates requests, turns seeds into latents, applies
+truncation/style mixing/filters and encodes PNGs; it reaches the engine with
+``bentoml.depends`` + ``to_async`` (calling another API of the same service hangs in BentoML 1.4).
+Configuration is environment variables (see serving/config.py and the README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated, Any, Literal
+
+import bentoml
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from starlette.responses import JSONResponse, Response
+
+from export.sampling import MAX_SEED
+from serving import metrics
+from serving.config import Settings
+from serving.engine import Engine, Layout, ModelInfo
+from serving.errors import ClientError
+from serving.middleware import ApiKeyMiddleware, BodyLimitMiddleware
+from serving.pipeline import DEFAULT_FILTER, Images, Pipeline
+from serving.registry import check_bundles, load_bundles
+
+log = logging.getLogger("ganforge.serving")
+BATCH = Settings.from_env()  # batching knobs are decorator arguments: read once at import
+
+Seed = Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)]
+Truncation = Annotated[float, Field(ge=-2.0, le=2.0, allow_inf_nan=False)]
+Output = Literal["json", "grid"]
+ClassLabel = StrictInt | str
+
+
+class QualityFilter(BaseModel):
+    """Discriminator quality filter: keep the best ``n`` of ``n * oversample`` (top_k) or accept by
+    calibrated discriminator rejection sampling (drs)."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["none", "top_k", "drs"] = DEFAULT_FILTER
+    oversample: Annotated[int, Field(strict=True, ge=1)] = 4
+
+
+@bentoml.service(name="gan_engine", workers=1, threads=1, traffic={"timeout": 300})
+class GanEngine:
+    """Runs the graphs: verified bundles, warmed up before the server reports ready."""
+
+    def __init__(self) -> None:
+        settings = Settings.from_env()
+        self.engine = Engine(load_bundles(settings), observe=metrics.engine_batch)
+        for info in self.engine.models:
+            log.info("model %r runs on %s", info.name, info.provider)
+        self.engine.warm_up()
+
+    @bentoml.api
+    def describe(self) -> dict[str, Any]:
+        """The served models and the row layout (for the public service)."""
+        layout = self.engine.layout
+        return {
+            "models": [m.to_dict() for m in self.engine.models],
+            "layout": {k: getattr(layout, k) for k in ("in_width", "map_width", "out_width")},
+        }
+
+    @bentoml.api(
+        batchable=BATCH.batching,
+        batch_dim=0,
+        max_batch_size=BATCH.max_batch_size,
+        max_latency_ms=BATCH.max_latency_ms,
+    )
+    def mapping(self, rows: np.ndarray) -> np.ndarray:
+        metrics.engine_rows("mapping", len(rows))
+        return self.engine.mapping(rows)
+
+    @bentoml.api(
+        batchable=BATCH.batching,
+        batch_dim=0,
+        max_batch_size=BATCH.max_batch_size,
+        max_latency_ms=BATCH.max_latency_ms,
+    )
+    def render(self, rows: np.ndarray) -> np.ndarray:
+        metrics.engine_rows("render", len(rows))
+        return self.engine.render(rows)
+
+
+@bentoml.service(name="gan_service", traffic={"timeout": 300})
+class GanService:
+    """Public HTTP API: /generate, /generate_conditional, /style_mix, /interpolate, /models."""
+
+    engine = bentoml.depends(GanEngine)
+
+    def __init__(self) -> None:
+        self.settings = Settings.from_env()
+        check_bundles(self.settings)  # refuse to start with nothing servable
+        self._pipeline: Pipeline | None = None
+        self._lock = asyncio.Lock()
+
+    async def _get_pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            async with self._lock:
+                if self._pipeline is None:
+                    desc = await self.engine.to_async.describe()
+                    models = [ModelInfo(**m) for m in desc["models"]]
+                    layout = Layout(**desc["layout"], models=models)
+                    self._pipeline = Pipeline(
+                        models,
+                        layout,
+                        self.settings.limits,
+                        mapping=self.engine.to_async.mapping,
+                        render=self.engine.to_async.render,
+                    )
+        return self._pipeline
+
+    async def __is_ready__(self) -> bool:
+        try:
+            await self._get_pipeline()
+        except Exception as exc:  # the engine is still starting
+            log.debug("not ready: %s", exc)
+            return False
+        return True
+
+    async def _respond(self, endpoint: str, run, output: str, truncation: float = 1.0):
+        try:
+            result: Images = await run(await self._get_pipeline())
+        except ClientError as exc:
+            return JSONResponse({"error": str(exc), "field": exc.field}, status_code=exc.status)
+        metrics.images_returned(result.model.name, endpoint, len(result.meta))
+        filt = result.extra.get("filter")
+        if filt and filt["method"] != "none":
+            metrics.filtered(result.model.name, filt["method"], filt["generated"], filt["returned"])
+        if output == "grid":
+            if not result.meta:
+                return JSONResponse(
+                    {
+                        "error": "no image passed the filter; raise filter.oversample",
+                        "field": "filter",
+                    },
+                    status_code=422,
+                )
+            headers = {}
+            if filt:
+                headers["X-Acceptance-Rate"] = str(filt["acceptance_rate"])
+            return Response(result.to_png(), media_type="image/png", headers=headers)
+        return result.to_json(truncation)
+
+    @bentoml.api
+    async def generate(
+        self,
+        model: str,
+        n: Annotated[int, Field(strict=True, ge=1)] = 1,
+        seeds: list[Seed] | None = None,
+        seed: Seed | None = None,
+        truncation: Truncation = 1.0,
+        filter: QualityFilter = QualityFilter(),  # noqa: A002 - the API's field name
+        output: Output = "json",
+    ) -> dict[str, Any]:
+        """``n`` images from seeds ``seed..seed+n-1`` (default 0) or the given ``seeds``."""
+        return await self._respond(
+            "generate",
+            lambda p: p.generate(
+                model, n, seeds, seed, truncation, filter.method, filter.oversample
+            ),
+            output,
+            truncation,
+        )
+
+    @bentoml.api
+    async def generate_conditional(
+        self,
+        model: str,
+        class_label: ClassLabel | list[ClassLabel],
+        n: Annotated[int, Field(strict=True, ge=1)] = 1,
+        seeds: list[Seed] | None = None,
+        seed: Seed | None = None,
+        truncation: Truncation = 1.0,
+        filter: QualityFilter = QualityFilter(),  # noqa: A002
+        output: Output = "json",
+    ) -> dict[str, Any]:
+        """``n`` images per class; ``class_label`` is an index, a name, or a list of them."""
+        labels = class_label if isinstance(class_label, list) else [class_label]
+        return await self._respond(
+            "generate_conditional",
+            lambda p: p.generate(
+                model,
+                n,
+                seeds,
+                seed,
+                truncation,
+                filter.method,
+                filter.oversample,
+                class_labels=labels,
+            ),
+            output,
+            truncation,
+        )
+
+    @bentoml.api
+    async def style_mix(
+        self,
+        model: str,
+        row_seeds: list[Seed],
+        col_seeds: list[Seed],
+        col_styles: list[StrictInt] | str = "coarse",
+        truncation: Truncation = 1.0,
+        output: Output = "json",
+    ) -> dict[str, Any]:
+        """Row seeds' images with the ``col_styles`` layers taken from each column seed."""
+        return await self._respond(
+            "style_mix",
+            lambda p: p.style_mix(model, row_seeds, col_seeds, col_styles, truncation),
+            output,
+            truncation,
+        )
+
+    @bentoml.api
+    async def interpolate(
+        self,
+        model: str,
+        seeds: Annotated[list[Seed], Field(min_length=2, max_length=2)],
+        steps: Annotated[int, Field(strict=True, ge=2)] = 8,
+        space: Literal["z", "w"] = "z",
+        truncation: Truncation = 1.0,
+        class_label: ClassLabel | None = None,
+        output: Output = "json",
+    ) -> dict[str, Any]:
+        """``steps`` images from ``seeds[0]`` to ``seeds[1]``: slerp in z or lerp in w."""
+        return await self._respond(
+            "interpolate",
+            lambda p: p.interpolate(model, seeds, steps, space, truncation, class_label),
+            output,
+            truncation,
+        )
+
+    @bentoml.api
+    async def models(self) -> dict[str, Any]:
+        """What is served: kind, resolution, classes, style ranges, gate verdict, provider."""
+        pipe = await self._get_pipeline()
+        return {
+            "models": [m.public() for m in pipe.models.values()],
+            "limits": vars(self.settings.limits),
+            "default_filter": DEFAULT_FILTER,
+            "batching": BATCH.batching,
+        }
+
+
+# Settings are read when the app is built, so tests can change them between apps.
+GanService.add_asgi_middleware(BodyLimitMiddleware)
+GanService.add_asgi_middleware(ApiKeyMiddleware)
