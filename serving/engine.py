@@ -147,7 +147,7 @@ class Layout:
         """Split render output into (images ``[N, C, R, R]``, logits ``[N]``)."""
         r = model.resolution
         imgs = out[:, 1 : 1 + model.pixels].reshape(-1, model.channels, r, r)
-        return imgs, out[:, 0].copy()
+        return imgs.copy(), out[:, 0].copy()  # arrays from the engine's IPC are read-only
 
 
 def _groups(rows: np.ndarray, n_models: int):

@@ -119,7 +119,9 @@ def check_bundles(settings: Settings) -> list[str]:
         try:
             paths.append(str(_tag_path(tag)))
         except Exception as exc:
-            log.debug("model tag %s: %s", tag, exc)
+            log.error("refused bundle tag %s: %s", tag, exc)
+    if not paths:
+        raise NoModels("no bundles configured: set GAN_BUNDLES (paths) or GAN_MODEL_TAGS (tags)")
     good = []
     for p in paths:
         try:
@@ -127,13 +129,15 @@ def check_bundles(settings: Settings) -> list[str]:
             verify_files(p, manifest)
             _, deployable, reason = read_gate(p, sha256_file(Path(p) / MANIFEST))
         except (BundleError, OSError) as exc:
-            log.debug("bundle %s: %s", p, exc)
+            log.error("refused bundle %s: %s", p, exc)
             continue
         if deployable or settings.allow_ungated:
             good.append(p)
+        else:
+            log.error("refused bundle %s: %s", p, reason)
     if not good:
         raise NoModels(
-            "no configured bundle passes verification (set GAN_BUNDLES / GAN_MODEL_TAGS to "
-            "exported, gated bundles; see the engine's log for each reason)"
+            f"none of the {len(paths)} configured bundles passes verification (see the lines "
+            "above); set GAN_BUNDLES / GAN_MODEL_TAGS to exported, gated bundles"
         )
     return good

@@ -93,9 +93,13 @@ class GanService:
 
     engine = bentoml.depends(GanEngine)
 
+    @bentoml.on_deployment
+    def preflight() -> None:
+        """Runs in `bentoml serve` before any worker starts: with no servable bundle, exit."""
+        check_bundles(Settings.from_env())
+
     def __init__(self) -> None:
         self.settings = Settings.from_env()
-        check_bundles(self.settings)  # refuse to start with nothing servable
         self._pipeline: Pipeline | None = None
         self._lock = asyncio.Lock()
 

@@ -1,0 +1,287 @@
+"""Unit tests: the engine, the request pipeline, bundle verification, settings, middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from export import filters, sampling
+from serving.config import Limits, Settings, split_list
+from serving.engine import Engine
+from serving.errors import ClientError
+from serving.pipeline import Pipeline
+from serving.registry import NoModels, check_bundles, load_bundles
+from tests.serving.conftest import REPO, tampered_copy
+
+
+@pytest.fixture(scope="module")
+def engine(bundle_dirs):
+    settings = Settings(bundles=[str(p) for p in bundle_dirs.values()], allow_ungated=True)
+    eng = Engine(load_bundles(settings))
+    eng.warm_up(sizes=(1, 4))
+    return eng
+
+
+@pytest.fixture(scope="module")
+def pipe(engine):
+    async def mapping(rows):
+        return engine.mapping(rows)
+
+    async def render(rows):
+        return engine.render(rows)
+
+    return Pipeline(engine.models, engine.layout, Limits(), mapping, render)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def bundle_of(engine, kind):
+    return next(b for b in engine.bundles if b.kind == kind)
+
+
+@pytest.mark.parametrize("kind", ["dcgan", "cgan", "stylegan"])
+def test_served_images_are_export_sampling_images(engine, pipe, kind):
+    bundle = bundle_of(engine, kind)
+    psi = 0.7
+    got = run(pipe.generate(bundle.name, 5, None, 11, psi, "none", 1))
+    want = sampling.generate(bundle, list(range(11, 16)), truncation=psi)
+    np.testing.assert_array_equal(got.images, want)
+    assert [m["seed"] for m in got.meta] == list(range(11, 16))
+    want_logits = bundle.discriminator(
+        want, sampling.labels_for_seeds(range(11, 16), bundle.num_classes)
+    )
+    np.testing.assert_allclose(got.scores, want_logits, rtol=1e-6)
+
+
+def test_an_image_does_not_depend_on_its_batch(engine, pipe, names):
+    """Rows of three models in one engine batch give the pixels each row gives alone."""
+    layout = engine.layout
+    rows, alone = [], []
+    for m in engine.models:
+        if m.kind == "stylegan":
+            continue
+        for seed in (3, 4, 5):
+            z = sampling.z_from_seeds([seed], m.latent_dim)
+            lab = np.array([seed % m.num_classes]) if m.num_classes else None
+            r = layout.rows(m, lab, z)
+            rows.append(r)
+            alone.append(engine.render(r))
+    together = engine.render(np.concatenate(rows))
+    np.testing.assert_array_equal(together, np.concatenate(alone))
+
+
+def test_style_mix_and_interpolation_follow_export_sampling(engine, pipe):
+    bundle = bundle_of(engine, "stylegan")
+    got = run(pipe.style_mix(bundle.name, [1, 2], [3, 4, 5], "coarse", 0.7))
+    want = sampling.style_mix(bundle, [1, 2], [3, 4, 5], "coarse", 0.7)
+    np.testing.assert_array_equal(got.images, want)
+    assert got.grid_columns == 4 and got.meta[0] == {"blank": True}
+    mix = got.meta[-1]["style"]
+    assert mix["source"] == "mix" and mix["row_seed"] == 2 and mix["col_seed"] == 5
+    assert mix["col_styles"] == list(range(*bundle.style_ranges["coarse"]))
+    for space in ("z", "w"):
+        got = run(pipe.interpolate(bundle.name, [1, 9], 5, space, 0.7))
+        want = sampling.interpolate(bundle, 1, 9, 5, space, truncation=0.7)
+        np.testing.assert_array_equal(got.images, want)
+    cgan = bundle_of(engine, "cgan")
+    got = run(pipe.interpolate(cgan.name, [1, 9], 4, "z", 1.0, class_label=2))
+    np.testing.assert_array_equal(got.images, sampling.interpolate(cgan, 1, 9, 4, "z", label=2))
+
+
+def test_conditional_classes_by_index_and_name(engine, pipe):
+    cgan = bundle_of(engine, "cgan")
+    name = cgan.class_names[7]
+    got = run(pipe.generate(cgan.name, 3, None, 0, 1.0, "none", 1, class_labels=[2, name]))
+    assert [m["class"]["index"] for m in got.meta] == [2, 2, 2, 7, 7, 7]
+    assert [m["seed"] for m in got.meta] == [0, 1, 2, 0, 1, 2]
+    want = sampling.generate(cgan, [0, 1, 2], labels=[7, 7, 7])
+    np.testing.assert_array_equal(got.images[3:], want)
+    assert got.grid_columns == 3
+
+
+def test_top_k_keeps_the_best_scores(engine, pipe):
+    b = bundle_of(engine, "dcgan")
+    got = run(pipe.generate(b.name, 4, None, 100, 1.0, "top_k", 3))
+    every = run(pipe.generate(b.name, 12, None, 100, 1.0, "none", 1))
+    best = sorted(np.argsort(-every.scores, kind="stable")[:4])
+    assert [m["seed"] for m in got.meta] == [100 + i for i in best]
+    assert got.extra["filter"] == {
+        "method": "top_k",
+        "oversample": 3,
+        "generated": 12,
+        "returned": 4,
+        "acceptance_rate": round(4 / 12, 6),
+    }
+
+
+def test_drs_is_reproducible_and_uses_the_calibration(engine, pipe):
+    b = bundle_of(engine, "cgan")
+    first = run(pipe.generate(b.name, 6, None, 50, 1.0, "drs", 8))
+    again = run(pipe.generate(b.name, 6, None, 50, 1.0, "drs", 8))
+    assert first.meta == again.meta
+    np.testing.assert_array_equal(first.images, again.images)
+    gen = first.extra["filter"]["generated"]
+    seeds = list(range(50, 50 + gen))
+    every = run(pipe.generate(b.name, gen, seeds, None, 1.0, "none", 1))
+    mask = filters.drs_accept(every.scores, seeds, b.filters)
+    assert [m["seed"] for m in first.meta] == [s for s, ok in zip(seeds, mask) if ok][:6]
+    assert 0 < first.extra["filter"]["acceptance_rate"] <= 1
+
+
+@pytest.mark.parametrize(
+    "call, status, field",
+    [
+        (lambda p, n: p.generate("nope", 1, None, 0, 1.0, "none", 1), 404, "model"),
+        (lambda p, n: p.generate(n["dcgan"], 65, None, 0, 1.0, "none", 1), 422, "n"),
+        (lambda p, n: p.generate(n["dcgan"], 1, None, 0, 0.0, "none", 1), 422, "truncation"),
+        (
+            lambda p, n: p.generate(n["dcgan"], 64, None, 0, 1.0, "top_k", 16),
+            422,
+            "filter.oversample",
+        ),
+        (lambda p, n: p.generate(n["dcgan"], 1, None, 0, 1.0, "none", 1, [1]), 422, "class_label"),
+        (lambda p, n: p.generate(n["cgan"], 1, None, 0, 1.0, "none", 1, [10]), 422, "class_label"),
+        (lambda p, n: p.generate(n["cgan"], 1, None, 0, 1.0, "none", 1, ["x"]), 422, "class_label"),
+        (
+            lambda p, n: p.generate(n["cgan"], 40, None, 0, 1.0, "none", 1, [1, 2]),
+            422,
+            "class_label",
+        ),
+        (lambda p, n: p.style_mix(n["cgan"], [1], [2], "coarse", 1.0), 422, "model"),
+        (lambda p, n: p.style_mix(n["stylegan"], [1], [2], [0, 99], 1.0), 422, "col_styles"),
+        (lambda p, n: p.style_mix(n["stylegan"], [1], [2], "huge", 1.0), 422, "col_styles"),
+        (
+            lambda p, n: p.style_mix(n["stylegan"], list(range(16)), list(range(16)), "fine", 1.0),
+            422,
+            "row_seeds",
+        ),
+        (lambda p, n: p.style_mix(n["stylegan"], [1], [2], "fine", 3.0), 422, "truncation"),
+        (lambda p, n: p.interpolate(n["dcgan"], [1, 2], 4, "w", 1.0), 422, "space"),
+        (lambda p, n: p.interpolate(n["dcgan"], [1, 2], 65, "z", 1.0), 422, "steps"),
+    ],
+)
+def test_client_mistakes_name_the_field(pipe, names, call, status, field):
+    with pytest.raises(ClientError) as err:
+        run(call(pipe, names))
+    assert err.value.status == status
+    assert err.value.field == field
+    assert str(err.value)
+
+
+def test_tampered_and_ungated_bundles_are_refused(bundle_dirs, tmp_path, caplog):
+    good = bundle_dirs["dcgan"]
+    bad = tampered_copy(bundle_dirs["cgan"], tmp_path / "tampered")
+    caplog.set_level(logging.INFO, logger="ganforge.serving")
+    loaded = load_bundles(Settings(bundles=[str(bad), str(good)], allow_ungated=True))
+    assert [b.kind for b in loaded.values()] == ["dcgan"]
+    assert any(
+        "refused bundle" in r.message and str(bad) in r.message and "checksum" in r.message
+        for r in caplog.records
+    )
+    with pytest.raises(NoModels):
+        load_bundles(Settings(bundles=[str(bad)], allow_ungated=True))
+    with pytest.raises(NoModels):
+        check_bundles(Settings(bundles=[str(bad), str(tmp_path / "missing")]))
+    with pytest.raises(NoModels, match="no bundles configured"):
+        load_bundles(Settings())
+
+
+def test_gate_is_required_unless_ungated_is_allowed(bundle_dirs, tmp_path, caplog):
+    import shutil
+
+    ungated = tmp_path / "ungated"
+    shutil.copytree(bundle_dirs["dcgan"], ungated)
+    (ungated / "gate.json").unlink(missing_ok=True)
+    caplog.set_level(logging.INFO, logger="ganforge.serving")
+    with pytest.raises(NoModels):
+        load_bundles(Settings(bundles=[str(ungated)]))
+    assert any("gate" in r.message for r in caplog.records if r.levelno >= logging.ERROR)
+    loaded = load_bundles(Settings(bundles=[str(ungated)], allow_ungated=True))
+    info = Engine(loaded).models[0]
+    assert info.ungated and not info.gate["passed"]
+    assert any("UNGATED" in r.message for r in caplog.records)
+
+
+def test_settings_from_env():
+    s = Settings.from_env(
+        {"GAN_BUNDLES": "a:b,c", "GAN_MAX_N": "8", "GAN_ALLOW_UNGATED": "1", "GAN_BATCHING": "0"}
+    )
+    assert s.bundles == ["a", "b", "c"] and s.limits.max_n == 8
+    assert s.allow_ungated and not s.batching and s.api_key is None
+    assert split_list(" , ") == []
+    with pytest.raises(ValueError, match="GAN_MAX_N"):
+        Settings.from_env({"GAN_MAX_N": "many"})
+
+
+async def _call(app, path="/generate", headers=(), chunks=(b"{}",)):
+    sent = []
+    body = list(chunks)
+
+    async def receive():
+        if body:
+            return {"type": "http.request", "body": body.pop(0), "more_body": bool(body)}
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "path": path, "headers": list(headers), "method": "POST"}
+    await app(scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+async def _echo(scope, receive, send):
+    data = b""
+    while True:
+        msg = await receive()
+        data += msg.get("body", b"")
+        if not msg.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": data})
+
+
+def test_middleware_auth_and_body_limit():
+    from serving.middleware import ApiKeyMiddleware, BodyLimitMiddleware
+
+    auth = ApiKeyMiddleware(_echo, api_key="s3cret")
+    assert run(_call(auth))[0] == 401
+    assert run(_call(auth, headers=[(b"authorization", b"Bearer nope")]))[0] == 401
+    assert run(_call(auth, headers=[(b"authorization", b"Bearer s3cret")])) == (200, b"{}")
+    assert run(_call(auth, path="/readyz"))[0] == 200
+    limit = BodyLimitMiddleware(_echo, max_bytes=10)
+    assert run(_call(limit, chunks=[b"12345", b"678"])) == (200, b"12345678")
+    status, body = run(_call(limit, chunks=[b"123456", b"789012"]))  # chunked, no length
+    assert status == 413 and json.loads(body)["field"] == "body"
+    assert run(_call(limit, headers=[(b"content-length", b"11")], chunks=[b"x" * 11]))[0] == 413
+
+
+def test_serving_onnx_bundles_never_imports_torch(bundle_dirs):
+    code = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        import serving.service
+        from serving.config import Settings
+        from serving.engine import Engine
+        from serving.registry import load_bundles
+        eng = Engine(load_bundles(Settings(bundles={[str(p) for p in bundle_dirs.values()]!r},
+                                           allow_ungated=True)))
+        eng.warm_up(sizes=(1,))
+        bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'training'))
+        assert not bad, bad
+        print('ok')
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
