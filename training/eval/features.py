@@ -1,0 +1,177 @@
+"""Feature extractors. Each is identified by an id, the sha256 of its weights and its pinned
+preprocessing; all three are stored with every statistic and compared before any distance.
+
+- ``classifier`` (offline default): ganforge's small CNN trained on the dataset (FD-classifier).
+- ``inception``: the standard FID Inception-v3 with the TF 2015 weights, from a local file (FID).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.eval.errors import EvalError, ExtractorError
+
+EXTRACTORS = ("classifier", "inception")
+BATCH = 500
+
+
+def as_batches(images, batch: int = BATCH) -> Iterator[np.ndarray | torch.Tensor]:
+    """Yield [n, C, R, R] chunks from an array/tensor or pass through an iterable of batches."""
+    if isinstance(images, np.ndarray | torch.Tensor):
+        if images.ndim != 4:
+            raise EvalError(f"images must be [N, C, R, R], got shape {tuple(images.shape)}")
+        for i in range(0, len(images), batch):
+            yield images[i : i + batch]
+    else:
+        for b in images:
+            yield from as_batches(b, batch)
+
+
+def _to_tensor(x) -> torch.Tensor:
+    t = torch.as_tensor(x)
+    if t.ndim != 4 or t.shape[1] not in (1, 3):
+        raise EvalError(f"images must be [N, C, R, R] with C = 1 or 3, got {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise EvalError(f"images must be float in [-1, 1], got dtype {t.dtype}")
+    t = t.float()
+    if not torch.isfinite(t).all():
+        raise EvalError("images contain NaN or inf")
+    return t
+
+
+class Extractor:
+    """Images [N, C, R, R] in [-1, 1] (numpy or torch) -> features [N, dim] (float32 numpy)."""
+
+    name: str = ""
+    id: str = ""
+    sha256: str = ""
+    preprocessing: dict[str, Any] = {}
+    dim: int = 0
+    metric: str = ""  # the distance's name in output: "FD-classifier" or "FID"
+    note: str = ""
+    class_names: list[str] = []
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "id": self.id,
+            "sha256": self.sha256,
+            "preprocessing": self.preprocessing,
+            "dim": self.dim,
+            "metric": self.metric,
+        }
+
+    @property
+    def can_predict(self) -> bool:
+        return False
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+    def features_and_predictions(self, images: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """Features and (when the extractor is a classifier) predicted classes, in one pass."""
+        feats, preds = [], []
+        with torch.inference_mode():
+            for b in as_batches(images):
+                f, logits = self._forward(_to_tensor(b))
+                feats.append(f.numpy().astype(np.float32, copy=False))
+                if logits is not None:
+                    preds.append(logits.argmax(1).numpy())
+        if not feats:
+            raise EvalError("no images given")
+        return np.concatenate(feats), (np.concatenate(preds) if preds else None)
+
+    def features(self, images: Any) -> np.ndarray:
+        return self.features_and_predictions(images)[0]
+
+    def predict(self, images: Any) -> np.ndarray:
+        if not self.can_predict:
+            raise EvalError(f"extractor {self.id!r} is not a classifier for this dataset")
+        return self.features_and_predictions(images)[1]
+
+
+class ClassifierExtractor(Extractor):
+    """Penultimate-layer features of the dataset's classifier (see ``training.eval.classifier``)."""
+
+    name = "classifier"
+    metric = "FD-classifier"
+
+    def __init__(self, path: str | Path):
+        from training.eval.classifier import load_classifier
+
+        self.path = Path(path)
+        self.net, self.info, self.sha256 = load_classifier(self.path)
+        self.dataset = self.info.get("dataset")
+        self.id = f"classifier:{self.dataset}"
+        self.preprocessing = self.info["preprocessing"]
+        self.dim = self.net.cfg.feature_dim
+        self.class_names = list(self.info.get("class_names") or [])
+        self.accuracy = self.info.get("heldout_accuracy")
+        self.note = (
+            f"FD-classifier: Fréchet distance on the {self.dim}-d penultimate features of "
+            f"ganforge's {self.dataset} classifier (held-out accuracy {self.accuracy}); "
+            "not comparable with Inception FID"
+        )
+
+    @property
+    def can_predict(self) -> bool:
+        return True
+
+    def _forward(self, x):
+        from training.eval.classifier import to_input
+
+        return self.net(to_input(x, self.net.cfg.channels, self.net.cfg.input_size))
+
+
+def get_extractor(
+    name: str = "classifier",
+    dataset: str | None = None,
+    resolution: int | None = None,
+    classifier_path: str | Path | None = None,
+    train_if_missing: bool = True,
+    inception_weights: str | Path | None = None,
+    inception_sha256: str | None = None,
+    data_root: str | None = None,
+    log=None,
+) -> Extractor:
+    """Build an extractor.
+
+    ``classifier``: load ``classifier_path`` or the default file for ``dataset``
+    (``$GANFORGE_HOME/classifiers/<dataset>.safetensors``), training it first when it is absent
+    and ``train_if_missing``. ``inception``: load the FID Inception weights from a local file.
+    """
+    if name == "classifier":
+        from training.eval.classifier import default_classifier_path, train_classifier
+
+        if classifier_path is None:
+            if dataset is None:
+                raise EvalError("the classifier extractor needs --dataset or --classifier PATH")
+            classifier_path = default_classifier_path(dataset)
+        path = Path(classifier_path)
+        if not path.is_file():
+            if not train_if_missing or dataset is None:
+                raise ExtractorError(
+                    f"classifier {str(path)!r} not found; train it with `gan-eval "
+                    f"train-classifier --dataset {dataset or 'D'} --out {path}`"
+                )
+            train_classifier(dataset, out=path, data_root=data_root, log=log)
+        ext = ClassifierExtractor(path)
+        if dataset is not None and ext.dataset != dataset:
+            raise ExtractorError(
+                f"classifier {str(path)!r} was trained on {ext.dataset!r}, not {dataset!r}"
+            )
+        return ext
+    if name == "inception":
+        from training.eval.inception import InceptionExtractor
+
+        return InceptionExtractor(inception_weights, expected_sha256=inception_sha256)
+    raise EvalError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
+
+
+def extract_all(extractor: Extractor, batches: Iterable) -> tuple[np.ndarray, np.ndarray | None]:
+    return extractor.features_and_predictions(batches)
