@@ -1,0 +1,120 @@
+"""Discriminator quality filters (numpy only): top-k, logit threshold, and Discriminator Rejection
+Sampling (Azadi et al. 2019, "Discriminator Rejection Sampling", ICLR).
+
+DRS accepts a generated sample x with probability ``sigmoid(F(x))`` where, with D̃ the
+discriminator's logit and D̃* the maximum logit seen during calibration,
+
+    F(x) = D̃(x) − D̃* − log(1 − exp(D̃(x) − D̃* − ε)) − γ
+
+and γ a percentile of F's γ-free part over the calibration samples (it shifts the acceptance rate).
+We use γ at the 80th percentile: samples in the top fifth of the calibration distribution are
+accepted with probability ≥ 1/2, which keeps the acceptance rate near a third on our models (the
+measured rate is stored with the calibration), i.e. about 3 generator calls per delivered image.
+Logits above D̃* are clipped to D̃* (the paper updates D̃* instead; clipping keeps the filter a
+pure function of the stored calibration).
+
+The uniform draw that decides acceptance comes from the sample's own seed
+(:data:`DRS_UNIFORM_RULE`), so a filtered request is reproducible and batch-independent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from export.errors import ExportError
+
+DRS_EPSILON = 1e-6
+DRS_GAMMA_PERCENTILE = 80.0
+QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+DRS_STREAM = 0x445253  # "DRS"
+DRS_UNIFORM_RULE = (
+    "u = numpy.random.Generator(numpy.random.PCG64([seed, 0x445253])).random(); accept if u < p"
+)
+
+
+def _logits(logits: Any) -> np.ndarray:
+    x = np.asarray(logits, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(x)):
+        raise ExportError("discriminator logits contain NaN or inf")
+    return x
+
+
+def drs_f(logits: Any, max_logit: float, epsilon: float = DRS_EPSILON) -> np.ndarray:
+    """F without γ: ``D̃ − D̃* − log(1 − exp(D̃ − D̃* − ε))`` (D̃ clipped at D̃*)."""
+    d = np.minimum(_logits(logits) - float(max_logit), 0.0)
+    return d - np.log1p(-np.exp(d - epsilon))
+
+
+def calibrate(
+    logits: Any,
+    gamma_percentile: float = DRS_GAMMA_PERCENTILE,
+    epsilon: float = DRS_EPSILON,
+    quantiles: Sequence[float] = QUANTILES,
+) -> dict[str, Any]:
+    """What the filters need, from discriminator logits of generated calibration samples."""
+    x = _logits(logits)
+    if x.size < 2:
+        raise ExportError("filter calibration needs at least 2 samples")
+    max_logit = float(x.max())
+    f = drs_f(x, max_logit, epsilon)
+    gamma = float(np.percentile(f, gamma_percentile))
+    accept = 1.0 / (1.0 + np.exp(-(f - gamma)))
+    return {
+        "n": int(x.size),
+        "logit_mean": float(x.mean()),
+        "logit_std": float(x.std()),
+        "max_logit": max_logit,
+        "logit_quantiles": {f"{q:g}": float(np.quantile(x, q)) for q in quantiles},
+        "drs": {
+            "max_logit": max_logit,
+            "epsilon": float(epsilon),
+            "gamma": gamma,
+            "gamma_percentile": float(gamma_percentile),
+            "expected_acceptance": float(accept.mean()),
+            "uniform_rule": DRS_UNIFORM_RULE,
+            "formula": "p = sigmoid(F), F = D - D* - log(1 - exp(D - D* - eps)) - gamma, "
+            "D = min(logit, D*)",
+        },
+    }
+
+
+def drs_acceptance(logits: Any, calibration: dict[str, Any]) -> np.ndarray:
+    """Acceptance probability ``sigmoid(F)`` for each logit."""
+    drs = calibration["drs"] if "drs" in calibration else calibration
+    f = drs_f(logits, drs["max_logit"], drs.get("epsilon", DRS_EPSILON)) - drs["gamma"]
+    return 1.0 / (1.0 + np.exp(-f))
+
+
+def drs_uniform(seeds: Sequence[int]) -> np.ndarray:
+    """The per-seed uniform draw DRS compares the acceptance probability with."""
+    return np.array(
+        [np.random.Generator(np.random.PCG64([int(s), DRS_STREAM])).random() for s in seeds]
+    )
+
+
+def drs_accept(logits: Any, seeds: Sequence[int], calibration: dict[str, Any]) -> np.ndarray:
+    """Boolean mask: which samples DRS keeps (deterministic given the seeds)."""
+    p = drs_acceptance(logits, calibration)
+    if len(seeds) != p.size:
+        raise ExportError(f"{len(seeds)} seeds given for {p.size} logits")
+    return drs_uniform(seeds) < p
+
+
+def top_k(logits: Any, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest logits, best first (ties keep the earlier sample)."""
+    x = _logits(logits)
+    if not 0 < k <= x.size:
+        raise ExportError(f"top-k needs 0 < k <= {x.size} candidates, got k={k}")
+    return np.argsort(-x, kind="stable")[:k]
+
+
+def threshold_mask(logits: Any, calibration: dict[str, Any], quantile: float) -> np.ndarray:
+    """Keep samples whose logit is at least the calibration's ``quantile`` (e.g. 0.5 = median)."""
+    key = f"{quantile:g}"
+    qs = calibration["logit_quantiles"]
+    if key not in qs:
+        raise ExportError(f"quantile {quantile} not calibrated; available: {sorted(qs)}")
+    return _logits(logits) >= qs[key]
