@@ -46,7 +46,16 @@ class QualityFilter(BaseModel):
     oversample: Annotated[int, Field(strict=True, ge=1)] = 4
 
 
-@bentoml.service(name="gan_engine", workers=1, threads=1, traffic={"timeout": 300})
+@bentoml.service(
+    name="gan_engine",
+    workers=1,
+    threads=1,
+    traffic={"timeout": 300},
+    # BentoML's client to a dependency replaces its connection pool every `max_requests` calls
+    # (default 100) or `max_age` seconds and closes the old one with requests still in flight:
+    # under concurrent load that fails them ("Server disconnected"). Never recycle it.
+    runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9},
+)
 class GanEngine:
     """Runs the graphs: verified bundles, warmed up before the server reports ready."""
 
