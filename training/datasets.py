@@ -42,6 +42,11 @@ class GanDataset(Dataset):
         self._base, self._indices, self._tensors = base, indices, tensors
 
     @property
+    def in_memory(self) -> bool:
+        """True when the images are held as tensors (index them directly, no DataLoader)."""
+        return self._tensors is not None
+
+    @property
     def num_classes(self) -> int:
         return len(self.class_names)
 

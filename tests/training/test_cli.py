@@ -1,0 +1,104 @@
+"""gan-train from a user's point of view: bad input gives `error: ...`, exit 2, no traceback,
+and leaves nothing behind."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from tests.training.conftest import run_cli
+
+TINY_ARGS = ["--resolution", "16", "--g-width", "8", "--d-width", "8", "--latent-dim", "16"]
+
+
+def _assert_user_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), proc.stderr
+    for f in fragments:
+        assert f in last, last
+
+
+@pytest.fixture
+def folders(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = tmp_path / "broken" / "a"
+    broken.mkdir(parents=True)
+    (broken / "x.png").write_bytes(b"not a png at all")
+    one_class = tmp_path / "one" / "only"
+    one_class.mkdir(parents=True)
+    for i in range(4):
+        Image.new("L", (20, 20), color=i * 40).save(one_class / f"{i}.png")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--model", "vae"], ["unknown model 'vae'", "dcgan, cgan, stylegan"]),
+        (["--dataset", "imagenet"], ["unknown dataset 'imagenet'", "digits"]),
+        (["--resolution", "24"], ["resolution 24", "power of two"]),
+        (["--resolution", "256"], ["resolution 256", "16 to 128"]),
+        (["--batch-size", "5000"], ["batch size 5000 is larger than the dataset", "1438"]),
+        (["--loss", "lsgan"], ["unknown loss 'lsgan'", "hinge"]),
+        (["--device", "cuda"], ["no CUDA device"]),
+        (["--kimg", "-1"], ["--kimg must be > 0"]),
+    ],
+)
+def test_bad_arguments(tmp_path, args, fragments):
+    out = tmp_path / "run"
+    argv = ["--out", str(out), *TINY_ARGS, "--kimg", "0.1", *args]
+    if "--resolution" in args:
+        argv = ["--out", str(out), "--kimg", "0.1", *args]
+    proc = run_cli(*argv)
+    _assert_user_error(proc, *fragments)
+    assert not out.exists(), "a failed run must not leave a run directory"
+
+
+def test_bad_image_folders(folders):
+    cases = [
+        (f"folder:{folders / 'missing'}", ["does not exist"]),
+        (f"folder:{folders / 'empty'}", ["no readable images"]),
+        (f"folder:{folders / 'broken'}", ["cannot read image", "x.png"]),
+    ]
+    for spec, fragments in cases:
+        out = folders / "run"
+        _assert_user_error(run_cli("--dataset", spec, "--out", str(out), *TINY_ARGS), *fragments)
+        assert not out.exists()
+    # cgan needs classes; a folder with a single subfolder has none.
+    proc = run_cli("--model", "cgan", "--dataset", f"folder:{folders / 'one'}", "--out",
+                   str(folders / "run"), *TINY_ARGS)  # fmt: skip
+    _assert_user_error(proc, "cgan", "at least 2 classes")
+
+
+def test_existing_output_resume_and_conflicts(tmp_path):
+    out = tmp_path / "run"
+    ok = run_cli("--out", str(out), *TINY_ARGS, "--kimg", "0.128", "--batch-size", "32")
+    assert ok.returncode == 0, ok.stderr
+    assert "run directory" in ok.stdout
+    # A second run into the same folder would clobber it.
+    _assert_user_error(run_cli("--out", str(out), *TINY_ARGS), "already exists", "--resume")
+    # Resuming cannot change the model; it can extend the schedule.
+    _assert_user_error(run_cli("--out", str(out), "--resume", "--g-width", "32"), "g-width 32")
+    more = run_cli("--out", str(out), "--resume", "--kimg", "0.256")
+    assert more.returncode == 0, more.stderr
+    assert json.loads((out / "config.json").read_text())["train"]["kimg"] == 0.256
+    assert (out / "checkpoints" / "ckpt-00000008.pt").is_file()
+    _assert_user_error(run_cli("--out", str(tmp_path / "nope"), "--resume"), "not a run directory")
+
+
+def test_corrupt_checkpoint_on_resume_names_the_file(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("--out", str(out), *TINY_ARGS, "--kimg", "0.128").returncode == 0
+    ckpt = sorted((out / "checkpoints").glob("ckpt-*.pt"))[-1]
+    ckpt.write_bytes(b"\x00garbage")
+    _assert_user_error(run_cli("--out", str(out), "--resume"), str(ckpt), "corrupt")
+
+
+def test_nan_loss_stops_with_step_and_exit_2(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("--out", str(out), *TINY_ARGS, "--kimg", "1", "--lr", "1e30")
+    _assert_user_error(proc, "diverged at step")
+    assert not out.exists()  # no checkpoint was good, so nothing is left behind
