@@ -202,6 +202,8 @@ class Engine:
             payload = np.ascontiguousarray(sub[:, HEADER : HEADER + info.payload])
             if info.kind == "stylegan":
                 images = bundle.synthesis(payload.reshape(-1, info.num_ws, info.w_dim))
+                # unbounded synthesis: clip to [-1, 1] as export.sampling does, before scoring
+                images = np.clip(np.asarray(images, np.float32), -1.0, 1.0)
             else:
                 images = bundle.generator(payload, labels)
             images = np.asarray(images, np.float32)

@@ -44,13 +44,7 @@ def bundle_names(dirs: dict[str, Path]) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def bundle_dirs(request) -> dict[str, Path]:
     """kind -> tiny exported bundle (the export tests' session fixture)."""
-    dev = os.environ.get("GANFORGE_SERVING_DEV_BUNDLES")  # TEMP until tiny_bundles lands
-    if dev:
-        return {k: Path(dev) / k for k in KINDS}
-    try:
-        tiny = request.getfixturevalue("tiny_bundles")
-    except pytest.FixtureLookupError:  # TEMP until export's fixture lands
-        pytest.skip("export's tiny_bundles fixture is not available yet")
+    tiny = request.getfixturevalue("tiny_bundles")
     return {k: Path(tiny[k]) for k in KINDS}
 
 

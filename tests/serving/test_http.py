@@ -54,7 +54,7 @@ def test_generate_returns_the_seeds_images(client, names, bundle_dirs):
 def test_generate_grid_is_one_png(client, names):
     r = client.post("/generate", json={"model": names["stylegan"], "n": 4, "output": "grid"})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-    assert Image.open(io.BytesIO(r.content)).size[0] > 2 * 32
+    assert Image.open(io.BytesIO(r.content)).size[0] > 2 * 16  # a 2x2 grid of 16px images
 
 
 def test_generate_conditional(client, names):
