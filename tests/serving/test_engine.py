@@ -285,3 +285,19 @@ def test_serving_onnx_bundles_never_imports_torch(bundle_dirs):
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+def test_gated_bundles_are_served_and_failed_gates_refused(gated_bundle, caplog):
+    passing, failing = gated_bundle("dcgan", True), gated_bundle("dcgan", False)
+    caplog.set_level(logging.INFO, logger="ganforge.serving")
+    loaded = load_bundles(Settings(bundles=[str(failing), str(passing)]))
+    (bundle,) = loaded.values()
+    assert bundle.path == passing
+    info = Engine(loaded).models[0]
+    assert info.gate["passed"] and not info.ungated
+    assert info.gate["verdict"] == "passed" and info.gate["distance"] <= info.gate["threshold"]
+    assert any(
+        "refused bundle" in r.message and str(failing) in r.message and "gate failed" in r.message
+        for r in caplog.records
+    )
+    assert check_bundles(Settings(bundles=[str(failing), str(passing)])) == [str(passing)]
