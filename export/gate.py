@@ -102,6 +102,52 @@ def real_floor(S, ref, extractor, n: int) -> dict[str, Any]:
     return {"fd": res["fd"], "n": res["n"], "split": "train"}
 
 
+def check_threshold(max_fd: float | None, max_fd_ratio: float | None, n: int) -> None:
+    if (max_fd is None) == (max_fd_ratio is None):
+        raise ExportError("the gate needs exactly one threshold: --max-fd X or --max-fd-ratio R")
+    thr = max_fd if max_fd is not None else max_fd_ratio
+    if not (isinstance(thr, int | float) and np.isfinite(thr) and thr > 0):
+        raise ExportError(f"gate threshold must be a positive number, got {thr!r}")
+    if n < 2:
+        raise ExportError(f"the gate needs N >= 2 samples, got {n}")
+
+
+def preflight(
+    ref_path,
+    dataset: str | None,
+    resolution: int,
+    max_fd: float | None,
+    max_fd_ratio: float | None,
+    n: int,
+    extractor=None,
+    classifier: str | Path | None = None,
+):
+    """Check the gate's arguments and reference before any work: (score module, ref, extractor)."""
+    check_threshold(max_fd, max_fd_ratio, n)
+    if ref_path is None:
+        raise ExportError(
+            "the gate needs reference statistics: --ref REF.npz (make them with "
+            "`gan-eval stats --dataset D --split heldout --out REF.npz`)"
+        )
+    S, ST = _score_api()
+    from training.errors import UserError
+
+    try:
+        ref = S.load_ref(ref_path)
+        ST.check_same_data(ref, dataset, resolution)
+        if extractor is None:
+            if classifier is not None:
+                extractor = S.get_extractor(
+                    "classifier", dataset=ref.dataset, classifier_path=classifier
+                )
+            else:
+                extractor = S.extractor_for_ref(ref)
+        ST.check_compatible(extractor.describe(), ref.extractor)
+    except UserError as e:
+        raise ExportError(str(e)) from None
+    return S, ref, extractor
+
+
 def run_gate(
     bundle_path: str | Path,
     ref_path: str | Path,
@@ -113,35 +159,16 @@ def run_gate(
     extractor=None,
     kid_subsets: int = 100,
     progress=None,
+    classifier: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the gate on a bundle folder and write ``gate.json`` (atomically). Returns its dict."""
     say = progress or (lambda msg: None)
-    if (max_fd is None) == (max_fd_ratio is None):
-        raise ExportError("the gate needs exactly one threshold: --max-fd X or --max-fd-ratio R")
-    thr_in = max_fd if max_fd is not None else max_fd_ratio
-    if not (isinstance(thr_in, int | float) and np.isfinite(thr_in) and thr_in > 0):
-        raise ExportError(f"gate threshold must be a positive number, got {thr_in!r}")
-    if n < 2:
-        raise ExportError(f"the gate needs N >= 2 samples, got {n}")
-    if ref_path is None:
-        raise ExportError(
-            "the gate needs reference statistics: --ref REF.npz (from `gan-eval stats`)"
-        )
     t0 = time.perf_counter()
     b = bundle_mod.load(bundle_path, backend="onnx", device="auto", require_gate=False)
-    S, ST = _score_api()
-    try:
-        ref = S.load_ref(ref_path)
-        ds = (b.manifest.get("dataset") or {}).get("dataset")
-        ST.check_same_data(ref, ds, b.resolution)
-        if extractor is None:
-            extractor = S.extractor_for_ref(ref)
-        ST.check_compatible(extractor.describe(), ref.extractor)
-    except Exception as e:
-        if isinstance(e, ExportError):
-            raise
-        # training.eval raises its own UserError subclasses: pass the message through.
-        raise ExportError(str(e)) from None
+    ds = (b.manifest.get("dataset") or {}).get("dataset")
+    S, ref, extractor = preflight(
+        ref_path, ds, b.resolution, max_fd, max_fd_ratio, n, extractor, classifier
+    )
     floor = None
     if max_fd_ratio is not None:
         say("measuring the real-vs-real floor")

@@ -1,0 +1,221 @@
+"""``gan-export``: training run -> verified bundle, the FID gate, the BentoML model store.
+
+    gan-export runs/NAME --out bundles/NAME [--formats onnx,torchscript] [--gate --ref REF.npz --max-fd X]
+    gan-export gate bundles/NAME --ref REF.npz --max-fd X | --max-fd-ratio R [-n 10000]
+    gan-export push bundles/NAME          # import a passing bundle into the BentoML store
+    gan-export list                       # bundles in the BentoML store
+
+Exit status: 0 done (gate passed), 1 the gate failed (bundle kept, not deployable), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from export.errors import ExportError
+
+COMMANDS = ("gate", "push", "list")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2, got {v}")
+    return v
+
+
+def _gate_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("gate")
+    g.add_argument("--ref", help="reference statistics .npz (gan-eval stats)")
+    g.add_argument("--max-fd", type=float, help="pass if the distance is <= X")
+    g.add_argument(
+        "--max-fd-ratio", type=float, help="pass if the distance is <= R x the real-vs-real floor"
+    )
+    g.add_argument(
+        "-n", "--num", type=_positive_int, default=10_000, help="samples (default 10000)"
+    )
+    g.add_argument("--no-filters", action="store_true", help="skip the top-k / DRS variants")
+    g.add_argument("--classifier", help="classifier weights for the FD (default: the ref's)")
+    g.add_argument("--kid-subsets", type=int, default=100, help=argparse.SUPPRESS)
+    g.add_argument(
+        "--to-bentoml", action="store_true", help="import into the BentoML store if passed"
+    )
+
+
+def export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gan-export",
+        description="Export a training run to a verified ONNX/TorchScript bundle "
+        "(other commands: gate, push, list; see `gan-export gate -h`).",
+    )
+    p.add_argument("run", help="run directory (or a checkpoint file inside one)")
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--formats", default="onnx,torchscript", help="onnx,torchscript[,pt2]")
+    p.add_argument("--checkpoint", default="latest", help="latest | best")
+    p.add_argument("--name", help="bundle name (default: the --out folder name)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    p.add_argument(
+        "--calibration-n",
+        type=int,
+        default=10_000,
+        help="generated samples scored to calibrate the quality filters (default 10000)",
+    )
+    p.add_argument("--gate", action="store_true", help="run the FID gate after exporting")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    _gate_options(p)
+    return p
+
+
+def command_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gan-export")
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("gate", help="run the FID gate on a bundle and write gate.json")
+    g.add_argument("bundle")
+    g.add_argument("-q", "--quiet", action="store_true")
+    _gate_options(g)
+    s = sub.add_parser("push", help="import a passing bundle into the BentoML model store")
+    s.add_argument("bundle")
+    s.add_argument("--name", help="model name in the store (default: the bundle name)")
+    sub.add_parser("list", help="ganforge bundles in the BentoML model store")
+    return p
+
+
+def _say(quiet: bool):
+    return (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+def _gate(bundle: Path, args, say) -> int:
+    from export.gate import run_gate
+
+    gate = run_gate(
+        bundle,
+        args.ref,
+        max_fd=args.max_fd,
+        max_fd_ratio=args.max_fd_ratio,
+        n=args.num,
+        with_filters=not args.no_filters,
+        kid_subsets=args.kid_subsets,
+        classifier=args.classifier,
+        progress=say,
+    )
+    filt = ", ".join(f"{k} {v['distance']:.4g}" for k, v in gate["filters"].items())
+    print(
+        f"gate {gate['verdict']}: {gate['metric']} {gate['distance']:.4g} "
+        f"(threshold {gate['threshold']:.4g}, N={gate['n']})"
+        + (f"; with filters: {filt}" if filt else "")
+    )
+    if gate["verdict"] != "passed":
+        print(
+            f"error: the gate failed: {bundle} is not deployable (see {bundle / 'gate.json'})",
+            file=sys.stderr,
+        )
+        return 1
+    if args.to_bentoml:
+        from export.store import push
+
+        print(f"imported into the BentoML store as {push(bundle)}")
+    return 0
+
+
+def _check_gate_request(args) -> None:
+    if args.to_bentoml and not args.gate:
+        raise ExportError("--to-bentoml needs --gate (only a passing bundle can be imported)")
+    if not args.gate:
+        for opt in ("ref", "max_fd", "max_fd_ratio"):
+            if getattr(args, opt) is not None:
+                flag = "--" + opt.replace("_", "-")
+                raise ExportError(f"{flag} is a gate option: add --gate to run the gate")
+
+
+def run_export(args) -> int:
+    from export.exporter import export_run, parse_formats
+
+    say = _say(args.quiet)
+    formats = parse_formats(args.formats)
+    _check_gate_request(args)
+    if args.gate:
+        # Check the gate's inputs before spending minutes on the export.
+        from export.gate import preflight
+        from training.checkpoint import read_run_config
+
+        run = Path(args.run)
+        cfg = read_run_config(run if run.is_dir() else run.parent.parent)
+        ds = (cfg.get("dataset") or {}).get("dataset")
+        preflight(
+            args.ref,
+            ds,
+            cfg["model"]["resolution"],
+            args.max_fd,
+            args.max_fd_ratio,
+            args.num,
+            classifier=args.classifier,
+        )
+    out = export_run(
+        args.run,
+        args.out,
+        formats=formats,
+        which=args.checkpoint,
+        name=args.name,
+        calibration_n=args.calibration_n,
+        overwrite=args.overwrite,
+        progress=say,
+    )
+    m = json.loads((out / "manifest.json").read_text())
+    print(
+        f"wrote {m['kind']} bundle {out} ({', '.join(m['formats'])}; parity max |diff| "
+        f"{m['parity']['max_abs_diff']:.2g} at batches 1/7/64)"
+    )
+    if args.gate:
+        return _gate(out, args, say)
+    return 0
+
+
+def run_command(args) -> int:
+    if args.command == "gate":
+        if args.ref is None:
+            raise ExportError("gate needs --ref REF.npz (reference statistics from gan-eval stats)")
+        return _gate(Path(args.bundle), args, _say(args.quiet))
+    if args.command == "push":
+        from export.store import push
+
+        print(push(args.bundle, args.name))
+        return 0
+    from export.store import list_bundles
+
+    for m in list_bundles():
+        lab, meta = m["labels"], m["metadata"]
+        print(
+            f"{m['tag']}\t{lab.get('kind')}\t{lab.get('dataset')}\tgate={lab.get('gate')}\t"
+            f"distance={meta.get('distance'):.4g}\tthreshold={meta.get('threshold'):.4g}"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "export":
+        argv = argv[1:]
+    is_command = bool(argv) and argv[0] in COMMANDS
+    parser = command_parser() if is_command else export_parser()
+    args = parser.parse_args(argv)
+    try:
+        from training.errors import UserError
+    except ImportError:  # pragma: no cover - export-only install
+        UserError = ExportError  # noqa: N806
+    try:
+        return run_command(args) if is_command else run_export(args)
+    except (ExportError, UserError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
