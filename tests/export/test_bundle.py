@@ -165,3 +165,13 @@ def test_runtime_modules_do_not_import_torch(tiny_bundles):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_torchscript_backend_shows_no_deprecation_warnings(tiny_bundles):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        b = bundle_mod.load(tiny_bundles["dcgan"], backend="torchscript", require_gate=False)
+        sampling.generate(b, [0])
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)]

@@ -1,0 +1,165 @@
+"""gan-export / gan-sample as a user meets them: happy paths, and bad input answered with
+`error: ...`, exit status 2, no traceback and nothing half-written."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from export import exporter
+from export.cli import main as export_main
+from export.errors import ExportError
+from export.sample_cli import main as sample_main
+from tests.conftest import TINY_RES, one_torch_thread
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name or ".old-" in p.name)
+
+
+def test_export_cli_writes_all_formats_quietly(tiny_runs, tmp_path, capfd):
+    out = tmp_path / "dcgan-bundle"
+    rc = export_main(
+        [str(tiny_runs["dcgan"]), "--out", str(out), "--formats", "onnx,torchscript,pt2"]
+    )
+    cap = capfd.readouterr()
+    assert rc == 0, cap.err
+    assert "wrote dcgan bundle" in cap.out and "✅" not in cap.out + cap.err
+    assert "Warning" not in cap.err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["graphs"]["generator"]["files"] == {
+        "onnx": "generator.onnx",
+        "torchscript": "generator.ts",
+        "pt2": "generator.pt2",
+    }
+    assert m["parity"]["per_graph"]["generator"]["pt2"]["64"] <= 1e-4
+    # Existing bundle: refused without --overwrite, untouched.
+    rc = export_main([str(tiny_runs["dcgan"]), "--out", str(out)])
+    assert rc == 2 and "already exists" in capfd.readouterr().err
+    assert _leftovers(tmp_path) == []
+
+
+def test_failed_parity_leaves_no_bundle(tiny_runs, tmp_path, monkeypatch):
+    monkeypatch.setattr(exporter, "PARITY_TOL", -1.0)
+    with pytest.raises(ExportError, match="parity check failed"):
+        exporter.export_run(tiny_runs["dcgan"], tmp_path / "b", formats="onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _expect_error(main, argv, capsys, match: str):
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("error: ") and match in err and "Traceback" not in err
+
+
+def test_export_bad_inputs(tiny_runs, tmp_path, capsys, digits_extractor):
+    run = tmp_path / "run-no-ckpt"
+    run.mkdir()
+    shutil.copy(tiny_runs["dcgan"] / "config.json", run / "config.json")
+    out = tmp_path / "out"
+    _expect_error(export_main, [run, "--out", out], capsys, "no checkpoint")
+    corrupt = tmp_path / "run-corrupt"
+    shutil.copytree(tiny_runs["dcgan"], corrupt)
+    for ck in (corrupt / "checkpoints").glob("ckpt-*.pt"):
+        ck.write_bytes(ck.read_bytes()[:1000])
+    _expect_error(export_main, [corrupt, "--out", out], capsys, "corrupt")
+    _expect_error(export_main, [tmp_path / "nope", "--out", out], capsys, "neither")
+    good = tiny_runs["dcgan"]
+    _expect_error(export_main, [good, "--out", out, "--formats", "onnx,tflite"], capsys, "tflite")
+    _expect_error(export_main, [good, "--out", out, "--gate", "--max-fd", "5"], capsys, "--ref")
+    _expect_error(export_main, [good, "--out", out, "--max-fd", "5"], capsys, "--gate")
+    _expect_error(export_main, ["gate", out, "--max-fd", "5"], capsys, "--ref")
+    # A reference made for another resolution is refused before any export work.
+    from training.eval.score import reference_stats
+
+    ref32 = tmp_path / "digits-32.npz"
+    with one_torch_thread():
+        reference_stats(digits_extractor, "digits", 32, "heldout", n=64).save(ref32)
+    _expect_error(
+        export_main,
+        [good, "--out", out, "--gate", "--ref", ref32, "--max-fd", "5"],
+        capsys,
+        f"resolution 32, not {TINY_RES}",
+    )
+    _expect_error(
+        export_main,
+        [good, "--out", out, "--gate", "--ref", tmp_path / "x.npz"],
+        capsys,
+        "one threshold",
+    )
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_sample_cli_grid_outdir_and_style_mix(tiny_bundles, tmp_path, capsys):
+    from PIL import Image
+
+    grid = tmp_path / "grid.png"
+    rc = sample_main(
+        [str(tiny_bundles["cgan"]), "--seeds", "0-15,42", "--truncation", "0.7", "--class", "3",
+         "--grid", str(grid), "--outdir", str(tmp_path / "d")]
+    )  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    assert Image.open(grid).size == (5 * 18 + 2, 4 * 18 + 2)
+    assert len(list((tmp_path / "d").glob("seed*.png"))) == 17
+    mix = tmp_path / "mix.png"
+    rc = sample_main(
+        [str(tiny_bundles["stylegan"]), "--style-mix", "--rows", "1,2,3", "--cols", "4,5",
+         "--styles", "0-3", "--grid", str(mix)]
+    )  # fmt: skip
+    assert rc == 0 and Image.open(mix).size == (3 * 18 + 2, 4 * 18 + 2)
+
+
+def test_sample_cli_bad_inputs(tiny_bundles, tmp_path, capsys):
+    g = tmp_path / "g.png"
+    sg, cg, dc = (str(tiny_bundles[k]) for k in ("stylegan", "cgan", "dcgan"))
+    _expect_error(sample_main, [dc, "--seeds", "5-3", "--grid", g], capsys, "below the start")
+    _expect_error(sample_main, [dc, "--seeds", "abc", "--grid", g], capsys, "'abc'")
+    _expect_error(
+        sample_main, [cg, "--seeds", "1", "--class", "10", "--grid", g], capsys, "out of range"
+    )
+    _expect_error(
+        sample_main, [dc, "--seeds", "1", "--class", "1", "--grid", g], capsys, "unconditional"
+    )
+    _expect_error(
+        sample_main,
+        [sg, "--style-mix", "--rows", "1", "--cols", "2", "--styles", "0-6", "--grid", g],
+        capsys,
+        "outside 0..5",
+    )
+    _expect_error(
+        sample_main,
+        [dc, "--style-mix", "--rows", "1", "--cols", "2", "--grid", g],
+        capsys,
+        "StyleGAN",
+    )
+    _expect_error(
+        sample_main, [dc, "--seeds", "1", "--truncation", "1.5", "--grid", g], capsys, "truncation"
+    )
+    _expect_error(
+        sample_main, [tmp_path / "nope", "--seeds", "1", "--grid", g], capsys, "does not exist"
+    )
+    _expect_error(sample_main, [dc, "--seeds", "1"], capsys, "--grid")
+    assert not g.exists()
+
+
+def test_gan_sample_console_script_does_not_import_torch(tiny_bundles, tmp_path):
+    code = (
+        "import sys\n"
+        "from export.sample_cli import main\n"
+        f"rc = main([{str(tiny_bundles['stylegan'])!r}, '--seeds', '0-3', '--truncation', '0.5',"
+        f" '--grid', {str(tmp_path / 'g.png')!r}])\n"
+        "assert rc == 0\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'training'))\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "g.png").is_file()
