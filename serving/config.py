@@ -60,6 +60,7 @@ class Settings:
     batching: bool = True
     max_batch_size: int = 64
     max_latency_ms: int = 30_000
+    api_workers: int = 1
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -83,4 +84,5 @@ class Settings:
             batching=_flag(env, "GAN_BATCHING", True),
             max_batch_size=_int(env, "GAN_MAX_BATCH", 64, minimum=2),
             max_latency_ms=_int(env, "GAN_MAX_LATENCY_MS", 30_000),
+            api_workers=_int(env, "GAN_API_WORKERS", 1),
         )

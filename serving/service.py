@@ -5,6 +5,9 @@ Two BentoML services. ``GanEngine`` (inner) holds the verified bundles and expos
 batches. ``GanService`` (public, async) validates requests, turns seeds into latents, applies
 truncation/style mixing/filters and encodes PNGs; it reaches the engine with
 ``bentoml.depends`` + ``to_async`` (calling another API of the same service hangs in BentoML 1.4).
+Each engine call is an HTTP request to another process, so the public side also coalesces the
+rows of concurrent requests into one call (serving/coalesce.py) before BentoML's batcher merges
+the calls of all public workers.
 Configuration is environment variables (see serving/config.py and the README).
 """
 
@@ -21,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 
 from export.sampling import MAX_SEED
 from serving import metrics
+from serving.coalesce import Coalescer
 from serving.config import Settings
 from serving.engine import Engine, Layout, ModelInfo
 from serving.errors import ClientError
@@ -55,6 +59,8 @@ class QualityFilter(BaseModel):
     # (default 100) or `max_age` seconds and closes the old one with requests still in flight:
     # under concurrent load that fails them ("Server disconnected"). Never recycle it.
     runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9},
+    # one access-log line per engine call doubles the log for nothing: the public one has it
+    logging={"access": {"enabled": False}},
 )
 class GanEngine:
     """Runs the graphs: verified bundles, warmed up before the server reports ready."""
@@ -96,7 +102,7 @@ class GanEngine:
         return self.engine.render(rows)
 
 
-@bentoml.service(name="gan_service", traffic={"timeout": 300})
+@bentoml.service(name="gan_service", workers=BATCH.api_workers, traffic={"timeout": 300})
 class GanService:
     """Public HTTP API: /generate, /generate_conditional, /style_mix, /interpolate, /models."""
 
@@ -119,13 +125,11 @@ class GanService:
                     desc = await self.engine.to_async.describe()
                     models = [ModelInfo(**m) for m in desc["models"]]
                     layout = Layout(**desc["layout"], models=models)
-                    self._pipeline = Pipeline(
-                        models,
-                        layout,
-                        self.settings.limits,
-                        mapping=self.engine.to_async.mapping,
-                        render=self.engine.to_async.render,
-                    )
+                    mapping, render = self.engine.to_async.mapping, self.engine.to_async.render
+                    if BATCH.batching:
+                        mapping = Coalescer(mapping, BATCH.max_batch_size)
+                        render = Coalescer(render, BATCH.max_batch_size)
+                    self._pipeline = Pipeline(models, layout, self.settings.limits, mapping, render)
         return self._pipeline
 
     async def __is_ready__(self) -> bool:
@@ -158,7 +162,8 @@ class GanService:
             if filt:
                 headers["X-Acceptance-Rate"] = str(filt["acceptance_rate"])
             return Response(result.to_png(), media_type="image/png", headers=headers)
-        return result.to_json(truncation)
+        # A ready response skips BentoML's per-call output validation (a TypeAdapter per request).
+        return JSONResponse(result.to_json(truncation))
 
     @bentoml.api
     async def generate(

@@ -301,3 +301,30 @@ def test_gated_bundles_are_served_and_failed_gates_refused(gated_bundle, caplog)
         for r in caplog.records
     )
     assert check_bundles(Settings(bundles=[str(failing), str(passing)])) == [str(passing)]
+
+
+def test_coalescer_merges_concurrent_calls_and_splits_results():
+    from serving.coalesce import Coalescer
+
+    calls = []
+
+    async def engine(rows):
+        calls.append(len(rows))
+        await asyncio.sleep(0.01)
+        return rows * 2
+
+    async def main():
+        co = Coalescer(engine, max_rows=8, max_inflight=1)
+        parts = [np.full((n, 3), i, np.float32) for i, n in enumerate([1, 2, 3, 1, 9, 1])]
+        outs = await asyncio.gather(*(co(p) for p in parts))
+        for p, o in zip(parts, outs):
+            np.testing.assert_array_equal(o, p * 2)
+
+        async def broken(rows):
+            raise RuntimeError("engine down")
+
+        with pytest.raises(RuntimeError, match="engine down"):
+            await Coalescer(broken)(parts[0])
+
+    run(main())
+    assert calls == [7, 9, 1]  # first call merges 1+2+3+1; the 9-row job goes alone
