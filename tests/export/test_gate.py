@@ -56,6 +56,20 @@ def test_gate_passes_trained_and_fails_untrained(
     b = bundle_mod.load(dcgan_pair["trained"])  # require_gate=True by default
     assert b.deployable and b.gate["manifest_sha256"] == b.manifest_sha256
 
+    # Relative threshold: R x the real-vs-real floor (train split vs the held-out reference).
+    with one_torch_thread():
+        rel = run_gate(
+            dcgan_pair["trained"],
+            digits_ref,
+            max_fd_ratio=1000.0,
+            n=N,
+            with_filters=False,
+            extractor=digits_extractor,
+            kid_subsets=10,
+        )
+    assert 0 < rel["real_floor"]["fd"] < rel["distance"]
+    assert rel["threshold"] == pytest.approx(1000.0 * rel["real_floor"]["fd"])
+
     # The untrained model, same threshold, through the CLI: exit 1, not deployable.
     with one_torch_thread():
         rc = export_main(
