@@ -328,3 +328,14 @@ def test_coalescer_merges_concurrent_calls_and_splits_results():
 
     run(main())
     assert calls == [7, 9, 1]  # first call merges 1+2+3+1; the 9-row job goes alone
+
+
+def test_bundles_from_the_bentoml_model_store(gated_bundle, bundle_dirs):
+    from export.store import push
+
+    tag = push(gated_bundle("cgan", True))
+    loaded = load_bundles(Settings(model_tags=[tag], bundles=[str(bundle_dirs["dcgan"])],
+                                   allow_ungated=True))  # fmt: skip
+    assert sorted(b.kind for b in loaded.values()) == ["cgan", "dcgan"]
+    with pytest.raises(NoModels):
+        load_bundles(Settings(model_tags=["no-such-model:latest"]))
