@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 import bentoml
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from export.sampling import MAX_SEED
@@ -33,6 +33,22 @@ from serving.pipeline import DEFAULT_FILTER, Images, Pipeline
 from serving.registry import check_bundles, load_bundles
 
 log = logging.getLogger("ganforge.serving")
+
+
+class _QuietClientErrors(logging.Filter):
+    """BentoML logs every request that fails validation as an ERROR with a traceback; a client's
+    malformed request is not a server error: keep one INFO line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ValidationError):
+            record.msg = f"{record.getMessage()}: rejected, {exc.error_count()} validation error(s)"
+            record.args, record.exc_info, record.exc_text = (), None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+logging.getLogger("bentoml._internal.server.http_app").addFilter(_QuietClientErrors())
 BATCH = Settings.from_env()  # batching knobs are decorator arguments: read once at import
 
 Seed = Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)]

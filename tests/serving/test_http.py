@@ -243,3 +243,14 @@ def test_configurable_limits(bundle_dirs, names):
             == 413
         )
         assert c.post("/models", json={}).json()["limits"]["max_n"] == 4
+
+
+def test_openapi_and_quiet_logs_for_client_mistakes(client, names, caplog):
+    spec = client.get("/docs.json")
+    assert spec.status_code == 200
+    assert {"/generate", "/generate_conditional", "/style_mix", "/interpolate", "/models"} <= set(
+        spec.json()["paths"]
+    )
+    caplog.clear()
+    assert client.post("/generate", json={"model": names["dcgan"], "n": "x"}).status_code == 400
+    assert not [r for r in caplog.records if r.levelno >= 40 and r.exc_info]
