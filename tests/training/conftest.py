@@ -29,7 +29,7 @@ def run_cli(*args: str, timeout: int = 120):
     """Run ``python -m training.cli`` in a subprocess (as a user would)."""
     import subprocess
 
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "training.cli", *args],
         capture_output=True,
@@ -38,3 +38,16 @@ def run_cli(*args: str, timeout: int = 120):
         cwd=REPO,
         env=env,
     )
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train faster on one thread, and on a shared 2-core machine two threads per
+    process oversubscribe the cores (measured: 30x slower under load). Restored afterwards so
+    other packages' tests keep torch's default."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -114,8 +114,14 @@ class ProjectionDiscriminator(nn.Module):
         self.cfg = cfg
         self.body = DCGANBody(cfg)
         c = self.body.out_channels
-        self.linear = _sn(nn.Linear(c, 1), cfg.spectral_norm)
-        self.embed = _sn(nn.Embedding(cfg.num_classes, c), cfg.spectral_norm)
+        linear, embed = nn.Linear(c, 1), nn.Embedding(cfg.num_classes, c)
+        # DCGAN-scale init: nn.Embedding's default N(0, 1) makes the projection term dominate
+        # the logit at step 0 (|logit| ~ 10), so D saturates before G has learnt anything.
+        nn.init.normal_(linear.weight, 0.0, 0.02)
+        nn.init.zeros_(linear.bias)
+        nn.init.normal_(embed.weight, 0.0, 0.02)
+        self.linear = _sn(linear, cfg.spectral_norm)
+        self.embed = _sn(embed, cfg.spectral_norm)
 
     def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         h = self.body(x).sum(dim=(2, 3))
