@@ -248,8 +248,8 @@ async def warm_up(url: str, model: str, n: int = 40) -> None:
         await asyncio.gather(*(s.post(f"{url}/generate", json=b) for b in bodies))
 
 
-def run_server(bundles, model, batching, ungated, levels, seconds, max_requests):
-    server = Server(list(bundles.values()), batching, ungated)
+def run_server(bundles, model, batching, ungated, levels, seconds, max_requests, workers=1):
+    server = Server(list(bundles.values()), batching, ungated, {"GAN_API_WORKERS": str(workers)})
     try:
         server.wait_ready()
         asyncio.run(warm_up(server.url, model))
@@ -268,6 +268,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kind", default="dcgan", choices=KINDS, help="model the clients ask for")
     ap.add_argument("--quick", action="store_true", help="short runs (CI smoke)")
     ap.add_argument("--seconds", type=float, default=None, help="seconds per concurrency level")
+    ap.add_argument("--api-workers", type=int, default=1, help="GAN_API_WORKERS for the server")
     ap.add_argument("--out", type=Path, default=RESULTS / "serve_load.json")
     args = ap.parse_args(argv)
 
@@ -290,12 +291,17 @@ def main(argv=None) -> int:
 
     print(f"engine reference: {model} at batch 64 ...", flush=True)
     engine = engine_throughput(bundles[args.kind], seconds=2.0 if args.quick else 5.0)
-    results = {"model": model, "kind": args.kind, "engine_batch64": engine}
+    results = {
+        "model": model,
+        "kind": args.kind,
+        "api_workers": args.api_workers,
+        "engine_batch64": engine,
+    }
     for batching in (True, False):
         label = "batching on" if batching else "batching off"
         print(f"serving with {label} ...", flush=True)
         results["on" if batching else "off"] = run_server(
-            bundles, model, batching, ungated, levels, seconds, max_requests=100_000
+            bundles, model, batching, ungated, levels, seconds, 100_000, args.api_workers
         )
 
     on = {r["clients"]: r for r in results["on"]["levels"]}
