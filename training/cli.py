@@ -66,13 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
     a("--channels-last", action="store_true", default=None, help="channels-last memory format")
     a("--sample-every", type=int, help="steps between sample grids (default 100)")
     a("--ckpt-every", type=int, help="steps between checkpoints (default 250)")
-    a("--eval-every", type=int, help="steps between FD evaluations, 0 = off")
+    a("--eval-every", type=int,
+      help="steps between FD-classifier evaluations (keeps checkpoints/best.pt); 0 = off; "
+      "default 250 on digits, off elsewhere")  # fmt: skip
     a("--log-every", type=int, help="steps between metrics.jsonl records (default 10)")
     a("--keep", type=int, help="number of step checkpoints kept (default 3)")
     a("--num-workers", type=int, help="DataLoader workers for on-disk datasets (default 0)")
     a("--progress", action=argparse.BooleanOptionalAction, default=None,
       help="progress bar (default: only when stderr is a terminal)")  # fmt: skip
     return p
+
+
+def online_fd(cfg):
+    """The FD-classifier evaluation the loop runs every --eval-every steps (None when off)."""
+    if cfg.eval_every <= 0:
+        return None
+    from training.eval.online import OnlineFD
+
+    return OnlineFD(cfg.dataset, cfg.resolution, data_root=cfg.data_root)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from training.trainer import train
 
-        result = train(options, out, resume=resume, progress=progress)
+        result = train(options, out, resume=resume, progress=progress, make_eval_fn=online_fd)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

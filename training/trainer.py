@@ -134,6 +134,8 @@ LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
     # The critic must not normalise across the batch: the gradient penalty is per sample.
     "wgan-gp": {"n_critic": 5, "d_norm": "none", "beta1": 0.0, "beta2": 0.9, "lr": 1e-4},
 }
+# Digits has a cheap in-house classifier, so its runs keep best.pt by FD-classifier by default.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {"digits": {"eval_every": 250}}
 MODEL_FIELDS = ("g_width", "d_width", "latent_dim", "max_width", "w_dim", "mapping_layers")
 MODEL_FIELDS += ("d_norm", "spectral_norm")
 # Settings a resumed run may change: they do not alter the trajectory of the weights.
@@ -159,6 +161,7 @@ def resolve_options(options: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any
     if model not in MODEL_KINDS:
         raise UserError(f"unknown model {model!r}; choose one of {', '.join(MODEL_KINDS)}")
     merged: dict[str, Any] = {}
+    merged.update(DATASET_DEFAULTS.get(given.get("dataset", "digits"), {}))
     merged.update(MODEL_DEFAULTS[model])
     merged.update(LOSS_DEFAULTS.get(given.get("loss", merged.get("loss", "bce")), {}))
     merged.update(given)
@@ -378,7 +381,8 @@ class Trainer:
 
     # --- the adversarial step ---------------------------------------------------------------
     def D_call(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        return self.D(x, labels) if self.conditional else self.D(x)
+        logits = self.D(x, labels) if self.conditional else self.D(x)
+        return logits.float()  # losses in fp32 even under bf16 autocast
 
     def sample_latents(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         z = torch.randn(n, self.model_cfg.latent_dim, device=self.device, generator=self.gen)
@@ -720,8 +724,12 @@ def train(
     eval_fn: EvalFn | None = None,
     progress: bool | None = None,
     stop_at: int | None = None,
+    make_eval_fn: Callable[[TrainConfig], EvalFn | None] | None = None,
 ) -> TrainResult:
-    """Train (or resume) a run in ``out`` from user options (None values = not given)."""
+    """Train (or resume) a run in ``out`` from user options (None values = not given).
+
+    ``eval_fn(G_ema, step) -> dict`` runs every ``eval_every`` steps (best.pt by its
+    "fd_classifier"); or ``make_eval_fn(cfg)`` builds it once the run's config is known."""
     out = Path(out)
     if resume:
         saved = read_run_config(out) if (out / CONFIG_NAME).is_file() else None
@@ -747,6 +755,8 @@ def train(
         validate_train_config(cfg)
         model_cfg = ModelConfig.from_dict(model_d)
         dataset = load_dataset(cfg.dataset, cfg.resolution, "train", cfg.data_root)
+        if eval_fn is None and make_eval_fn is not None:
+            eval_fn = make_eval_fn(cfg)
         trainer = Trainer(cfg, model_cfg, dataset, out, eval_fn, progress)
         ckpt = latest_checkpoint(out)
         trainer.load_state_dict(load_checkpoint(ckpt), ckpt)
@@ -756,6 +766,8 @@ def train(
 
     cfg, model_kwargs = resolve_options(options)
     model_cfg, dataset = prepare_run(cfg, model_kwargs, out)
+    if eval_fn is None and make_eval_fn is not None:
+        eval_fn = make_eval_fn(cfg)
     trainer = Trainer(cfg, model_cfg, dataset, out, eval_fn, progress)  # validates data vs batch
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)

@@ -25,11 +25,11 @@ def tiny():
     return dict(TINY)
 
 
-def run_cli(*args: str, timeout: int = 120):
+def run_cli(*args: str, timeout: int = 300, env: dict | None = None):
     """Run ``python -m training.cli`` in a subprocess (as a user would)."""
     import subprocess
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "training.cli", *args],
         capture_output=True,
@@ -40,11 +40,11 @@ def run_cli(*args: str, timeout: int = 120):
     )
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def one_thread():
     """Tiny models train faster on one thread, and on a shared 2-core machine two threads per
-    process oversubscribe the cores (measured: 30x slower under load). Restored afterwards so
-    other packages' tests keep torch's default."""
+    process oversubscribe the cores (measured: 30x slower under load). Opt-in per module
+    (``pytestmark``) and restored afterwards, so other tests keep torch's default."""
     import torch
 
     before = torch.get_num_threads()

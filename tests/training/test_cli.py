@@ -8,7 +8,10 @@ from PIL import Image
 
 from tests.training.conftest import run_cli
 
-TINY_ARGS = ["--resolution", "16", "--g-width", "8", "--d-width", "8", "--latent-dim", "16"]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY_ARGS = ["--resolution", "16", "--g-width", "8", "--d-width", "8", "--latent-dim", "16",
+             "--eval-every", "0"]  # fmt: skip
 
 
 def _assert_user_error(proc, *fragments):
@@ -102,3 +105,19 @@ def test_nan_loss_stops_with_step_and_exit_2(tmp_path):
     proc = run_cli("--out", str(out), *TINY_ARGS, "--kimg", "1", "--lr", "1e30")
     _assert_user_error(proc, "diverged at step")
     assert not out.exists()  # no checkpoint was good, so nothing is left behind
+
+
+@pytest.mark.slow
+def test_online_fd_keeps_best_checkpoint(tmp_path):
+    """The CLI wires training.eval.online's FD-classifier in: logged, and best.pt kept by it."""
+    out = tmp_path / "run"
+    proc = run_cli("--out", str(out), *TINY_ARGS[:-2], "--kimg", "0.256", "--batch-size", "32",
+                   "--eval-every", "4", env={"GANFORGE_HOME": str(tmp_path / "home")})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    evals = [r for r in map(json.loads, open(out / "metrics.jsonl")) if "eval" in r]
+    assert [r["step"] for r in evals] == [4, 8]
+    best = min(evals, key=lambda r: r["eval"]["fd_classifier"])
+    from training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(out / "checkpoints" / "best.pt")
+    assert state["step"] == best["step"] and state["best"]["value"] == best["eval"]["fd_classifier"]

@@ -1,7 +1,11 @@
 """The demo's training stage trains each family once and reuses finished runs."""
 
+import pytest
+
 from training import demo
 from training.checkpoint import list_checkpoints
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {"resolution": 16, "g_width": 8, "d_width": 8, "latent_dim": 16, "kimg": 0.064,
         "batch_size": 32}  # fmt: skip

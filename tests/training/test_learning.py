@@ -18,6 +18,8 @@ from training.checkpoint import load_run
 from training.datasets import load_dataset
 from training.trainer import train
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 RESOLUTION = 16
 WIDTH = 32  # g_width = d_width: model size, chosen for the budget; stabilisers are cgan defaults
 KIMG = 40

@@ -7,6 +7,8 @@ import torch
 
 from training import losses as L
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_bce_and_label_smoothing_match_binary_cross_entropy():
     real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])

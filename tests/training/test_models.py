@@ -9,6 +9,8 @@ from training.config import ModelConfig
 from training.models import build_models, style_ranges
 from training.trainer import TrainConfig, resolve_options
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _cfg(kind, res, **kw):
     classes = 10 if kind == "cgan" else 0

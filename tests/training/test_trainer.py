@@ -9,6 +9,8 @@ from training.checkpoint import list_checkpoints, load_checkpoint, load_run
 from training.errors import CheckpointError, TrainingDiverged
 from training.trainer import train
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _state(run_dir):
     return load_checkpoint(list_checkpoints(run_dir)[-1])

@@ -2,12 +2,15 @@
 
 import json
 
+import pytest
 import torch
 from PIL import Image
 
 from training import viz
 from training.config import ModelConfig
 from training.models import build_models
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_grid_layout_and_scaling(tmp_path):
