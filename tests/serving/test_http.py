@@ -254,3 +254,13 @@ def test_openapi_and_quiet_logs_for_client_mistakes(client, names, caplog):
     caplog.clear()
     assert client.post("/generate", json={"model": names["dcgan"], "n": "x"}).status_code == 400
     assert not [r for r in caplog.records if r.levelno >= 40 and r.exc_info]
+
+
+def test_public_endpoints_refuse_pickled_bodies(client, names):
+    import pickle
+
+    body = pickle.dumps({"model": names["dcgan"]})
+    r = client.post(
+        "/generate", content=body, headers={"content-type": "application/vnd.bentoml+pickle"}
+    )
+    assert r.status_code == 415
