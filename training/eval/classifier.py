@@ -28,6 +28,8 @@ from training.config import write_json_atomic
 from training.eval.errors import ExtractorError
 
 INPUT_SIZE = 32
+# Bump when ClassifierNet or its training changes: files of another version are retrained.
+ARCH_VERSION = 2
 FEATURE_DIM = 128
 TRAIN_SEED = 0
 
@@ -37,7 +39,7 @@ class ClassifierConfig:
     """Architecture of :class:`ClassifierNet` (stored in the sidecar)."""
 
     channels: int = 1
-    num_classes: int = 10
+    num_classes: int = 10  # the dataset's classes (the head has one more: "not an image")
     widths: tuple[int, int, int] = (32, 64, 128)
     feature_dim: int = FEATURE_DIM
     input_size: int = INPUT_SIZE
@@ -76,11 +78,20 @@ class ClassifierNet(nn.Module):
         side = cfg.input_size // 8
         self.fc = nn.Linear(w3 * side * side, cfg.feature_dim)
         self.dropout = nn.Dropout(0.3)
-        self.head = nn.Linear(cfg.feature_dim, cfg.num_classes)
+        self.head = nn.Linear(cfg.feature_dim, cfg.num_classes + 1)
+        # Set after training so that real training features have unit mean variance per
+        # dimension: distances read on a dataset-independent scale. Saved with the weights
+        # (so it is covered by their sha256).
+        self.register_buffer("feature_scale", torch.ones(()))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.fc(self.body(x).flatten(1))
-        return feats, self.head(self.dropout(F.relu(feats)))
+        """(scaled features, logits over the dataset's classes only)."""
+        feats, logits = self._features_and_all_logits(x)
+        return feats, logits[:, :-1]
+
+    def _features_and_all_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.fc(self.body(x).flatten(1))
+        return h * self.feature_scale, self.head(self.dropout(F.relu(h)))
 
 
 def ganforge_home() -> Path:
@@ -115,6 +126,21 @@ def to_input(x: torch.Tensor, channels: int, size: int = INPUT_SIZE) -> torch.Te
             x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
         )
     return x.clamp(-1, 1)
+
+
+def reject_images(n: int, shape: tuple[int, int, int], gen: torch.Generator) -> torch.Tensor:
+    """Pixel noise for the extra "not an image" class: uniform, Gaussian with random mean and
+    spread, and salt-and-pepper. Learning to reject it makes noise land far from the data in
+    feature space (otherwise a classifier may map noise near the data's mean)."""
+    c, h, w = shape
+    kind = torch.randint(0, 3, (n, 1, 1, 1), generator=gen)
+    uniform = torch.rand(n, c, h, w, generator=gen) * 2 - 1
+    mean = torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1
+    std = torch.rand(n, 1, 1, 1, generator=gen) * 0.8 + 0.2
+    gauss = (mean + std * torch.randn(n, c, h, w, generator=gen)).clamp(-1, 1)
+    p = torch.rand(n, 1, 1, 1, generator=gen) * 0.45 + 0.05
+    salt = torch.where(torch.rand(n, c, h, w, generator=gen) < p, 1.0, -1.0)
+    return torch.where(kind == 0, uniform, torch.where(kind == 1, gauss, salt))
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator, shift: int = 2) -> torch.Tensor:
@@ -178,8 +204,11 @@ def train_classifier(
             idx = perm[i : i + batch_size]
             if len(idx) < 2:
                 continue
-            logits = net(_augment(x[idx], gen))[1]
-            loss = F.cross_entropy(logits, y[idx])
+            xb = _augment(x[idx], gen)
+            junk = reject_images(max(1, len(idx) // 4), xb.shape[1:], gen)
+            yb = torch.cat([y[idx], torch.full((len(junk),), cfg.num_classes, dtype=y.dtype)])
+            logits = net._features_and_all_logits(torch.cat([xb, junk]))[1]
+            loss = F.cross_entropy(logits, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -187,10 +216,15 @@ def train_classifier(
         if log and (epoch + 1) % 5 == 0:
             log(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}")
     acc = accuracy(net, xh, yh)
+    with torch.no_grad():
+        net.eval()
+        feats = torch.cat([net(x[i : i + 512])[0] for i in range(0, min(len(x), 10_000), 512)])
+        net.feature_scale.fill_(float(feats.double().var(0).mean().rsqrt()))
     train_acc = accuracy(net, x[:5000], y[:5000])
     path = Path(out) if out is not None else default_classifier_path(dataset)
     info = {
         "kind": "ganforge-classifier",
+        "arch_version": ARCH_VERSION,
         "dataset": dataset,
         "resolution": resolution,
         "class_names": train.class_names,
@@ -234,6 +268,14 @@ def save_classifier(net: ClassifierNet, info: dict[str, Any], path: str | Path) 
     write_json_atomic(sidecar_path(path), info)
 
 
+def classifier_version(path: str | Path) -> int | None:
+    """The ``arch_version`` in a classifier's sidecar (None if unreadable)."""
+    try:
+        return int(json.loads(sidecar_path(Path(path)).read_text()).get("arch_version", 1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
 def load_classifier(path: str | Path) -> tuple[ClassifierNet, dict[str, Any], str]:
     """(net in eval mode, sidecar info, sha256 of the weights file)."""
     from safetensors.torch import load_file
@@ -244,6 +286,13 @@ def load_classifier(path: str | Path) -> tuple[ClassifierNet, dict[str, Any], st
         raise ExtractorError(
             f"classifier {str(path)!r} (and its sidecar {side.name}) not found; train it with "
             "`gan-eval train-classifier --dataset D --out PATH`"
+        )
+    version = classifier_version(path)
+    if version != ARCH_VERSION:
+        raise ExtractorError(
+            f"classifier {str(path)!r} was made by another ganforge version "
+            f"(classifier version {version}, this one uses {ARCH_VERSION}); retrain it with "
+            "`gan-eval train-classifier` (references made with it must be remade too)"
         )
     try:
         info = json.loads(side.read_text())

@@ -55,6 +55,7 @@ class Extractor:
     metric: str = ""  # the distance's name in output: "FD-classifier" or "FID"
     note: str = ""
     class_names: list[str] = []
+    batch: int = BATCH  # images per forward pass
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -77,7 +78,7 @@ class Extractor:
         """Features and (when the extractor is a classifier) predicted classes, in one pass."""
         feats, preds = [], []
         with torch.inference_mode():
-            for b in as_batches(images):
+            for b in as_batches(images, self.batch):
                 f, logits = self._forward(_to_tensor(b))
                 feats.append(f.numpy().astype(np.float32, copy=False))
                 if logits is not None:
@@ -146,14 +147,20 @@ def get_extractor(
     and ``train_if_missing``. ``inception``: load the FID Inception weights from a local file.
     """
     if name == "classifier":
-        from training.eval.classifier import default_classifier_path, train_classifier
+        from training.eval.classifier import (
+            ARCH_VERSION,
+            classifier_version,
+            default_classifier_path,
+            train_classifier,
+        )
 
         if classifier_path is None:
             if dataset is None:
                 raise EvalError("the classifier extractor needs --dataset or --classifier PATH")
             classifier_path = default_classifier_path(dataset)
         path = Path(classifier_path)
-        if not path.is_file():
+        stale = path.is_file() and classifier_version(path) != ARCH_VERSION
+        if not path.is_file() or (stale and train_if_missing and dataset is not None):
             if not train_if_missing or dataset is None:
                 raise ExtractorError(
                     f"classifier {str(path)!r} not found; train it with `gan-eval "

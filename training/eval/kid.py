@@ -9,8 +9,15 @@ from training.eval.errors import EvalError
 
 
 def _kernel(a: np.ndarray, b: np.ndarray, d: int) -> np.ndarray:
-    # Gram in float32 (the cost), cube and sums in float64 (the cancellation).
-    return (np.asarray(a @ b.T, dtype=np.float64) / d + 1) ** 3
+    # float32 kernel values (the cost); every sum over them is accumulated in float64.
+    k = a @ b.T
+    k /= d
+    k += 1
+    return k * k * k
+
+
+def _sum(k: np.ndarray) -> float:
+    return float(k.sum(dtype=np.float64))
 
 
 def polynomial_mmd2(x: np.ndarray, y: np.ndarray, kyy_sum: float | None = None) -> float:
@@ -19,12 +26,12 @@ def polynomial_mmd2(x: np.ndarray, y: np.ndarray, kyy_sum: float | None = None) 
     if m < 2 or n < 2:
         raise EvalError(f"KID needs at least 2 samples on each side, got {m} and {n}")
     kxx = _kernel(x, x, d)
-    sxx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+    sxx = (_sum(kxx) - float(np.trace(kxx, dtype=np.float64))) / (m * (m - 1))
     if kyy_sum is None:
         kyy = _kernel(y, y, d)
-        kyy_sum = kyy.sum() - np.trace(kyy)
+        kyy_sum = _sum(kyy) - float(np.trace(kyy, dtype=np.float64))
     syy = kyy_sum / (n * (n - 1))
-    return float(sxx + syy - 2 * _kernel(x, y, d).mean())
+    return float(sxx + syy - 2 * _sum(_kernel(x, y, d)) / (m * n))
 
 
 def kid(
@@ -46,7 +53,7 @@ def kid(
     kyy_sum = None
     if m == len(real):
         kyy = _kernel(real, real, real.shape[1])
-        kyy_sum = float(kyy.sum() - np.trace(kyy))
+        kyy_sum = _sum(kyy) - float(np.trace(kyy, dtype=np.float64))
     for i in range(num_subsets):
         x = fake[rng.choice(len(fake), m, replace=False)]
         if kyy_sum is None:

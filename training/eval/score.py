@@ -33,7 +33,7 @@ __all__ = [
     "score_generator",
     "generate_images",
     "z_from_seeds",
-    "balanced_labels",
+    "labels_for_seeds",
     "load_ref",
     "get_extractor",
     "extractor_for_ref",
@@ -64,9 +64,9 @@ def z_from_seeds(seeds, latent_dim: int) -> np.ndarray:
     )
 
 
-def balanced_labels(n: int, num_classes: int) -> np.ndarray:
-    """Labels for conditional sampling: sample i gets class i mod K (balanced, deterministic)."""
-    return (np.arange(n) % num_classes).astype(np.int64)
+def labels_for_seeds(seeds, num_classes: int) -> np.ndarray:
+    """Labels for conditional sampling, the rule export uses: seed s gets class s mod K."""
+    return (np.asarray(list(seeds), dtype=np.int64) % num_classes).astype(np.int64)
 
 
 def compute_stats(
@@ -98,10 +98,11 @@ def generate_images(
     num_classes: int = 0,
     batch: int = 500,
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """Yield (images [b, C, R, R] float32 numpy, labels or None) for seeds seed .. seed+n-1."""
+    """Yield (images [b, C, R, R] float32 numpy, labels or None) for seeds seed .. seed+n-1
+    (z and labels by the same rules as export, so numbers line up with its gate)."""
     G.eval()
     conditional = num_classes > 0
-    labels = balanced_labels(n, num_classes) if conditional else None
+    labels = labels_for_seeds(range(seed, seed + n), num_classes) if conditional else None
     for i in range(0, n, batch):
         j = min(n, i + batch)
         z = torch.from_numpy(z_from_seeds(range(seed + i, seed + j), latent_dim))
@@ -292,7 +293,7 @@ def score_generator(
     if extractor is None:
         extractor = extractor_for_ref(ref)
     num_classes = model_cfg.num_classes if model_cfg.conditional else 0
-    labels = balanced_labels(n, num_classes) if num_classes else None
+    labels = labels_for_seeds(range(seed, seed + n), num_classes) if num_classes else None
     images = (
         img
         for img, _ in generate_images(
