@@ -44,7 +44,7 @@ def grid_image(images: torch.Tensor, ncols: int, pad: int = 1) -> Image.Image:
         y, x = pad + r * (h + pad), pad + q * (w + pad)
         canvas[y : y + h, x : x + w] = arr[i]
     img = Image.fromarray(canvas[..., 0] if c == 1 else canvas, "L" if c == 1 else "RGB")
-    scale = max(1, MIN_GRID_SIDE // max(img.size))
+    scale = -(-MIN_GRID_SIDE // max(img.size))  # ceil: at least MIN_GRID_SIDE on the long side
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     return img

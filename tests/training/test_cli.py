@@ -1,5 +1,8 @@
 """gan-train from a user's point of view: bad input gives `error: ...`, exit 2, no traceback,
-and leaves nothing behind."""
+and leaves nothing behind.
+
+Most cases call ``training.cli.main`` in-process (the same code path, without paying a torch import
+per case); a few run the real console entry point in a subprocess."""
 
 import json
 
@@ -7,11 +10,29 @@ import pytest
 from PIL import Image
 
 from tests.training.conftest import run_cli
+from training.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY_ARGS = ["--resolution", "16", "--g-width", "8", "--d-width", "8", "--latent-dim", "16",
              "--eval-every", "0"]  # fmt: skip
+
+
+class Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run gan-train in-process; returns an object shaped like subprocess.CompletedProcess."""
+
+    def run(*args):
+        code = main(["--no-progress", *args])
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+
+    return run
 
 
 def _assert_user_error(proc, *fragments):
@@ -50,17 +71,23 @@ def folders(tmp_path):
         (["--kimg", "-1"], ["--kimg must be > 0"]),
     ],
 )
-def test_bad_arguments(tmp_path, args, fragments):
+def test_bad_arguments(tmp_path, cli, args, fragments):
     out = tmp_path / "run"
     argv = ["--out", str(out), *TINY_ARGS, "--kimg", "0.1", *args]
     if "--resolution" in args:
         argv = ["--out", str(out), "--kimg", "0.1", *args]
-    proc = run_cli(*argv)
+    proc = cli(*argv)
     _assert_user_error(proc, *fragments)
     assert not out.exists(), "a failed run must not leave a run directory"
 
 
-def test_bad_image_folders(folders):
+def test_bad_arguments_in_a_real_process(tmp_path):
+    proc = run_cli("--model", "vae", "--out", str(tmp_path / "run"))
+    _assert_user_error(proc, "unknown model 'vae'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_image_folders(folders, cli):
     cases = [
         (f"folder:{folders / 'missing'}", ["does not exist"]),
         (f"folder:{folders / 'empty'}", ["no readable images"]),
@@ -68,28 +95,28 @@ def test_bad_image_folders(folders):
     ]
     for spec, fragments in cases:
         out = folders / "run"
-        _assert_user_error(run_cli("--dataset", spec, "--out", str(out), *TINY_ARGS), *fragments)
+        _assert_user_error(cli("--dataset", spec, "--out", str(out), *TINY_ARGS), *fragments)
         assert not out.exists()
     # cgan needs classes; a folder with a single subfolder has none.
-    proc = run_cli("--model", "cgan", "--dataset", f"folder:{folders / 'one'}", "--out",
+    proc = cli("--model", "cgan", "--dataset", f"folder:{folders / 'one'}", "--out",
                    str(folders / "run"), *TINY_ARGS)  # fmt: skip
     _assert_user_error(proc, "cgan", "at least 2 classes")
 
 
-def test_existing_output_resume_and_conflicts(tmp_path):
+def test_existing_output_resume_and_conflicts(tmp_path, cli):
     out = tmp_path / "run"
-    ok = run_cli("--out", str(out), *TINY_ARGS, "--kimg", "0.128", "--batch-size", "32")
+    ok = cli("--out", str(out), *TINY_ARGS, "--kimg", "0.128", "--batch-size", "32")
     assert ok.returncode == 0, ok.stderr
     assert "run directory" in ok.stdout
     # A second run into the same folder would clobber it.
-    _assert_user_error(run_cli("--out", str(out), *TINY_ARGS), "already exists", "--resume")
+    _assert_user_error(cli("--out", str(out), *TINY_ARGS), "already exists", "--resume")
     # Resuming cannot change the model; it can extend the schedule.
-    _assert_user_error(run_cli("--out", str(out), "--resume", "--g-width", "32"), "g-width 32")
-    more = run_cli("--out", str(out), "--resume", "--kimg", "0.256")
+    _assert_user_error(cli("--out", str(out), "--resume", "--g-width", "32"), "g-width 32")
+    more = cli("--out", str(out), "--resume", "--kimg", "0.256")
     assert more.returncode == 0, more.stderr
     assert json.loads((out / "config.json").read_text())["train"]["kimg"] == 0.256
     assert (out / "checkpoints" / "ckpt-00000008.pt").is_file()
-    _assert_user_error(run_cli("--out", str(tmp_path / "nope"), "--resume"), "not a run directory")
+    _assert_user_error(cli("--out", str(tmp_path / "nope"), "--resume"), "not a run directory")
 
 
 def test_corrupt_checkpoint_on_resume_names_the_file(tmp_path):

@@ -19,7 +19,7 @@ def test_grid_layout_and_scaling(tmp_path):
     with Image.open(path) as im:
         # 2 rows x 3 columns of 16 px + 1 px padding, enlarged to at least 256 px wide.
         w, h = 3 * 17 + 1, 2 * 17 + 1
-        scale = viz.MIN_GRID_SIDE // w
+        scale = -(-viz.MIN_GRID_SIDE // w)
         assert im.size == (w * scale, h * scale) and im.mode == "L"
 
 
