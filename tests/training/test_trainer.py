@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from training.checkpoint import list_checkpoints, load_checkpoint, load_run
-from training.errors import CheckpointError, TrainingDiverged
+from training.errors import CheckpointError, TrainingDiverged, UserError
 from training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -135,3 +135,35 @@ def test_truncated_checkpoint_error_names_the_file(tmp_path, tiny):
         load_run(out)
     with pytest.raises(CheckpointError, match=str(ckpt)):
         train({}, out, resume=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    "model, extra",
+    [
+        ("cgan", {"loss": "wgan-gp", "n_critic": 2}),
+        ("dcgan", {"loss": "hinge", "spectral_norm": True, "d_norm": "none"}),
+        ("cgan", {"label_smoothing": 0.1, "instance_noise": 0.2, "precision": "bf16"}),
+        ("stylegan", {"r1_every": 1, "channels_last": True}),
+    ],
+)
+def test_losses_and_stabilisers_train(tmp_path, tiny, model, extra):
+    result = train({**tiny, "model": model, "kimg": 0.128, **extra}, tmp_path / "r", progress=False)
+    records = [r for r in map(json.loads, open(tmp_path / "r" / "metrics.jsonl")) if "loss_D" in r]
+    assert result.step == 4 // extra.get("n_critic", 1) and records
+    penalty = {"wgan-gp": "gp"}.get(extra.get("loss"), "r1" if model == "stylegan" else None)
+    if penalty:
+        assert all(penalty in r for r in records)
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    for k, v in extra.items():
+        assert config["train"].get(k, config["model"].get(k)) == v
+
+
+def test_device_auto_falls_back_to_cpu_without_amp(monkeypatch):
+    from training.trainer import autocast_dtype, pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto").type == "cpu"
+    assert autocast_dtype("auto", torch.device("cpu")) is None  # fp32: bit-reproducible on CPU
+    assert autocast_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(UserError, match="no CUDA device"):
+        pick_device("cuda")
