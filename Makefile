@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRA ?= cpu,dev
 DEMO_DIR ?= runs/demo
+PORT ?= 3000
 
 export BENTOML_DO_NOT_TRACK := 1
 export TQDM_MININTERVAL := 5
@@ -30,8 +31,9 @@ format: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -ra --durations=15
 
+# train -> reference stats -> export + gate -> serve on port 3000 (each step reuses what exists)
 demo: $(STAMP)
-	$(BIN)/python -m training.demo --out $(DEMO_DIR)
+	$(BIN)/python -m export.demo --runs $(DEMO_DIR) --port $(PORT)
 
 bench: $(STAMP)
 	mkdir -p bench/results
