@@ -49,7 +49,9 @@ def test_score_images_real_heldout_is_good_and_deterministic(digits_extractor, d
     assert out["reference"]["id"] == digits_ref_train.id
     # Batches in an iterable give the same numbers as one array.
     batches = (x[i : i + 100].numpy() for i in range(0, len(x), 100))
-    streamed = score_images(batches, y.numpy(), ref=digits_ref_train, extractor=digits_extractor)
+    streamed = score_images(
+        batches, y.numpy(), ref=digits_ref_train, extractor=digits_extractor, kid_subsets=5
+    )
     assert streamed["fd"] == pytest.approx(out["fd"], rel=1e-9)
 
 
@@ -58,7 +60,7 @@ def test_collapsed_class_shows_in_diversity(digits_extractor, digits_ref_train):
     x, y = x.numpy().copy(), y.numpy()
     first3 = np.flatnonzero(y == 3)[0]
     x[y == 3] = x[first3]  # every "3" is the same image
-    out = score_images(x, y, ref=digits_ref_train, extractor=digits_extractor)
+    out = score_images(x, y, ref=digits_ref_train, extractor=digits_extractor, kid_subsets=5)
     div = out["diversity"]["per_class"]
     assert div["3"]["ratio"] < 0.05 and div["4"]["ratio"] > 0.7
     assert out["cond_accuracy"] > 0.9  # accuracy alone hides the collapse

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,8 @@ def test_floor_reports_real_vs_real_distance(env):
 
 def test_score_prints_one_identical_json_object_twice(env):
     args = ("score", env["cgan16"], "--ref", env["ref"], "-n", 200, "--seed", 3)
-    a, b = gan_eval(*args, home=env["home"]), gan_eval(*args, home=env["home"])
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda _: gan_eval(*args, home=env["home"]), range(2))
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout
     out = json.loads(a.stdout)
@@ -118,54 +120,48 @@ def test_score_prints_one_identical_json_object_twice(env):
     assert out["run"]["step"] == 7 and out["run"]["kind"] == "cgan"
 
 
-def _bad(env, *args, match: str):
-    r = gan_eval(*args, home=env["home"])
+def _check_bad(r: subprocess.CompletedProcess, match: str) -> None:
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("error: ")
     assert match in r.stderr, r.stderr
-    return r
 
 
 def test_bad_inputs_are_clear_errors(env, tmp_path):
     run, ref = env["run16"], env["ref"]
-    _bad(env, "score", run, "--ref", tmp_path / "missing.npz", match="do not exist")
-    _bad(env, "score", env["run32"], "--ref", ref, match="resolution 16, not 32")
-    _bad(env, "score", run, "--ref", ref, "-n", 1, match="at least 2")
-    _bad(
-        env,
-        "stats",
-        "--dataset",
-        "digits",
-        "--split",
-        "heldout",
-        "-n",
-        5000,
-        "--out",
-        tmp_path / "x.npz",
-        match="larger than",
-    )
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(Path(ref).read_bytes()[:500])
-    _bad(env, "score", run, "--ref", corrupt, match="corrupt")
     other = load_ref(ref)
     other.dataset = "mnist"
     other.save(tmp_path / "mnist.npz")
-    _bad(env, "score", run, "--ref", tmp_path / "mnist.npz", match="dataset 'mnist'")
     changed = load_ref(ref)
     changed.extractor = dict(changed.extractor, sha256="0" * 64)
     changed.save(tmp_path / "changed.npz")
-    _bad(env, "score", run, "--ref", tmp_path / "changed.npz", match="weights changed")
-    _bad(
-        env,
-        "stats",
-        "--dataset",
-        "digits",
-        "--features",
-        "inception",
-        "--out",
-        tmp_path / "i.npz",
-        match="never downloaded",
-    )
+    cases = [
+        (("score", run, "--ref", tmp_path / "missing.npz"), "do not exist"),
+        (("score", env["run32"], "--ref", ref), "resolution 16, not 32"),
+        (("score", run, "--ref", ref, "-n", 1), "at least 2"),
+        (("stats", "--dataset", "digits", "-n", 5000, "--out", tmp_path / "x.npz"), "larger than"),
+        (("score", run, "--ref", corrupt), "corrupt"),
+        (("score", run, "--ref", tmp_path / "mnist.npz"), "dataset 'mnist'"),
+        (("score", run, "--ref", tmp_path / "changed.npz"), "weights changed"),
+        (
+            (
+                "stats",
+                "--dataset",
+                "digits",
+                "--features",
+                "inception",
+                "--out",
+                tmp_path / "i.npz",
+            ),
+            "never downloaded",
+        ),
+    ]
+    # Each case is a fresh interpreter (mostly import time): run two at a time.
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda c: gan_eval(*c[0], home=env["home"]), cases))
+    for (_, match), r in zip(cases, results):
+        _check_bad(r, match)
     assert not (tmp_path / "i.npz").exists()
     assert np.load(ref)["mu"].shape  # the good reference is untouched
