@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from training.checkpoint import CONFIG_NAME, list_checkpoints, read_run_config
+from training.cli import online_fd
 from training.errors import UserError
 from training.trainer import TrainConfig, train
 
@@ -41,7 +42,7 @@ def train_demo_models(
     progress: bool | None = None,
 ) -> dict[str, Path]:
     """Train (or reuse, or finish) one digits run per family under ``out_dir``; returns
-    ``{kind: run_dir}``."""
+    ``{kind: run_dir}``. Runs keep ``checkpoints/best.pt`` by the online FD-classifier."""
     out_dir = Path(out_dir)
     runs: dict[str, Path] = {}
     for kind in kinds:
@@ -50,11 +51,11 @@ def train_demo_models(
             print(f"{kind}: reusing finished run {run_dir}", file=sys.stderr)
         elif list_checkpoints(run_dir):
             print(f"{kind}: resuming {run_dir}", file=sys.stderr)
-            train({}, run_dir, resume=True, progress=progress)
+            train({}, run_dir, resume=True, progress=progress, make_eval_fn=online_fd)
         else:
             print(f"{kind}: training {run_dir}", file=sys.stderr)
             options = {"model": kind, "dataset": "digits", "seed": seed, **DEMO_OPTIONS[kind]}
-            train(options, run_dir, progress=progress)
+            train(options, run_dir, progress=progress, make_eval_fn=online_fd)
         runs[kind] = run_dir
     return runs
 

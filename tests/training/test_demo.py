@@ -8,7 +8,7 @@ from training.checkpoint import list_checkpoints
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {"resolution": 16, "g_width": 8, "d_width": 8, "latent_dim": 16, "kimg": 0.064,
-        "batch_size": 32}  # fmt: skip
+        "batch_size": 32, "eval_every": 0}  # fmt: skip
 
 
 def test_train_demo_models_reuses_finished_runs(tmp_path, monkeypatch):
