@@ -172,6 +172,11 @@ def resolve_options(options: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any
         raise UserError(f"unknown options {sorted(unknown)}")
     cfg = TrainConfig(**merged)
     validate_train_config(cfg)
+    if cfg.loss == "wgan-gp" and model_kwargs.get("d_norm") == "batch" and model != "stylegan":
+        raise UserError(
+            "--loss wgan-gp penalises each sample's gradient, which BatchNorm in the critic "
+            "mixes across the batch; use --d-norm none (the default with wgan-gp)"
+        )
     return cfg, model_kwargs
 
 

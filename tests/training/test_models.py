@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from training.config import ModelConfig
+from training.errors import UserError
 from training.models import build_models, style_ranges
 from training.trainer import TrainConfig, resolve_options
 
@@ -61,3 +62,5 @@ def test_train_config_round_trip_and_family_defaults():
     assert wgan.n_critic == 5 and model_kwargs["d_norm"] == "none"
     explicit, _ = resolve_options({"model": "dcgan", "loss": "wgan-gp", "n_critic": 2})
     assert explicit.n_critic == 2
+    with pytest.raises(UserError, match="--d-norm none"):
+        resolve_options({"model": "cgan", "loss": "wgan-gp", "d_norm": "batch"})
