@@ -15,7 +15,7 @@ from training.errors import UserError
 
 EPILOG = """\
 defaults depend on the family: dcgan/cgan use Adam(2e-4, 0.5, 0.999) and the non-saturating loss,
-cgan adds instance noise 0.3 (annealed; keeps its classes from collapsing);
+plus instance noise 0.3 annealed to 0 (without it D wins at once on digits and G collapses);
 stylegan uses Adam(2e-3, 0, 0.99), R1 (gamma 1, every 16 steps) and style mixing 0.9;
 --loss wgan-gp implies --n-critic 5 and no BatchNorm in the critic.
 run directory: config.json, checkpoints/ckpt-STEP.pt (last --keep) and best.pt, samples/*.png,
