@@ -119,9 +119,9 @@ def test_existing_output_resume_and_conflicts(tmp_path, cli):
     _assert_user_error(cli("--out", str(tmp_path / "nope"), "--resume"), "not a run directory")
 
 
-def test_corrupt_checkpoint_on_resume_names_the_file(tmp_path):
+def test_corrupt_checkpoint_on_resume_names_the_file(tmp_path, cli):
     out = tmp_path / "run"
-    assert run_cli("--out", str(out), *TINY_ARGS, "--kimg", "0.128").returncode == 0
+    assert cli("--out", str(out), *TINY_ARGS, "--kimg", "0.128").returncode == 0
     ckpt = sorted((out / "checkpoints").glob("ckpt-*.pt"))[-1]
     ckpt.write_bytes(b"\x00garbage")
     _assert_user_error(run_cli("--out", str(out), "--resume"), str(ckpt), "corrupt")
