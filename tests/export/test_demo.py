@@ -1,0 +1,29 @@
+"""`make demo` reuses a gated bundle only while it is current for its run (export.demo)."""
+
+from __future__ import annotations
+
+import shutil
+
+from export.demo import _gate_is_current
+from training.checkpoint import latest_checkpoint
+
+
+def test_gate_is_current_only_for_a_passing_gate_of_the_latest_checkpoint(
+    gated_bundle, tiny_runs, tmp_path
+):
+    run = tiny_runs["dcgan"]
+    assert _gate_is_current(gated_bundle("dcgan", passing=True), run)
+    # A failed gate is never reused: the demo exports and gates again.
+    assert not _gate_is_current(gated_bundle("dcgan", passing=False), run)
+
+    # A newer checkpoint in the run (training went on) makes the bundle stale.
+    newer_run = tmp_path / "run"
+    shutil.copytree(run, newer_run)
+    last = latest_checkpoint(newer_run)
+    step = int(last.stem.split("-")[1])
+    shutil.copy(last, last.with_name(f"ckpt-{step + 1:08d}.pt"))
+    assert not _gate_is_current(gated_bundle("dcgan", passing=True), newer_run)
+
+
+def test_gate_is_current_is_false_without_a_gate(tiny_bundles, tiny_runs):
+    assert not _gate_is_current(tiny_bundles["dcgan"], tiny_runs["dcgan"])
