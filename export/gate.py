@@ -9,8 +9,6 @@ the dataset's train split against the same reference, with the same extractor an
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 from export import bundle as bundle_mod
 from export import filters, images, sampling
 from export.errors import ExportError
+from training.config import write_json_atomic
 
 DEFAULT_N = 10_000
 TOPK_OVERSAMPLE = 2  # top-k keeps the best 1/2 of 2N candidates
@@ -250,13 +249,3 @@ def run_gate(
     }
     write_json_atomic(Path(bundle_path) / bundle_mod.GATE, gate)
     return gate
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)

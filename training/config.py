@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,13 +59,17 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise UserError(
-                f"unknown model config keys {sorted(unknown)}; allowed: {sorted(known)}"
-            )
-        return cls(**d)
+        return from_known_keys(cls, d, "model")
+
+
+def from_known_keys(cls, d: dict[str, Any], what: str):
+    """Build dataclass ``cls`` from ``d``, refusing keys it does not have (a typo in a config
+    file must not be silently dropped)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise UserError(f"unknown {what} config keys {sorted(unknown)}; allowed: {sorted(known)}")
+    return cls(**d)
 
 
 def validate_model_config(cfg: ModelConfig) -> None:
@@ -97,12 +102,10 @@ def validate_model_config(cfg: ModelConfig) -> None:
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON via a temp file + rename so readers never see half a file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
+        json.dump(data, f, indent=2)
         f.write("\n")
         f.flush()
-        import os
-
         os.fsync(f.fileno())
     tmp.replace(path)

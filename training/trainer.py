@@ -43,7 +43,7 @@ from training.checkpoint import (
     read_run_config,
     save_checkpoint,
 )
-from training.config import MODEL_KINDS, ModelConfig, write_json_atomic
+from training.config import MODEL_KINDS, ModelConfig, from_known_keys, write_json_atomic
 from training.datasets import GanDataset, load_dataset
 from training.errors import TrainingDiverged, UserError
 from training.models import build_models
@@ -94,13 +94,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise UserError(
-                f"unknown train config keys {sorted(unknown)}; allowed: {sorted(known)}"
-            )
-        return cls(**d)
+        return from_known_keys(cls, d, "train")
 
     def total_steps(self, dataset_size: int) -> int:
         """Training length in G steps, from ``epochs`` if set, else from ``kimg``."""
