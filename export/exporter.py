@@ -28,6 +28,7 @@ from torch import nn
 from export import filters, sampling
 from export.bundle import FORMAT, FORMAT_VERSION, GRAPHS, MANIFEST, sha256_file
 from export.errors import ExportError
+from training.threads import torch_threads
 
 FORMATS = ("onnx", "torchscript", "pt2")
 DEFAULT_FORMATS = ("onnx", "torchscript")
@@ -361,12 +362,8 @@ def export_run(
     say = progress or (lambda msg: None)
     # The eager work here (parity references, the minibatch-std measurement) is small; one
     # thread keeps it fast on a busy machine, where OpenMP barriers across cores stall.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _export(run, out, formats, which, name, calibration_n, say)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _export(run, out, formats, which, name, calibration_n, say) -> Path:

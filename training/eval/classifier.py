@@ -26,6 +26,7 @@ from torch import nn
 
 from training.config import write_json_atomic
 from training.eval.errors import ExtractorError
+from training.threads import torch_threads
 
 INPUT_SIZE = 32
 # Bump when ClassifierNet or its training changes: files of another version are retrained.
@@ -180,14 +181,10 @@ def train_classifier(
     Trains on one thread: the result does not depend on the machine's thread count, and on a
     shared 2-core machine one thread is ~2x faster than two for a network this small.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _train_classifier(
             dataset, resolution, out, epochs, batch_size, lr, data_root, max_train, log
         )
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train_classifier(dataset, resolution, out, epochs, batch_size, lr, data_root, max_train, log):
