@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from export.errors import ExportError
+from training.errors import UserError
 
 COMMANDS = ("gate", "push", "list")
 
@@ -204,10 +205,6 @@ def main(argv: list[str] | None = None) -> int:
     is_command = bool(argv) and argv[0] in COMMANDS
     parser = command_parser() if is_command else export_parser()
     args = parser.parse_args(argv)
-    try:
-        from training.errors import UserError
-    except ImportError:  # pragma: no cover - export-only install
-        UserError = ExportError  # noqa: N806
     try:
         return run_command(args) if is_command else run_export(args)
     except (ExportError, UserError) as e:
