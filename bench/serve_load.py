@@ -6,7 +6,8 @@ Measures, in one run on this machine:
 - the server's images/s and p50/p99 latency with adaptive batching on and off (GAN_BATCHING=0);
 - the resident memory (RSS) of all the server's processes, idle and under load.
 
-Bundles: --bundles DIR... , else the newest dcgan/cgan/stylegan bundles under runs/demo, else tiny
+Bundles: --bundles DIR... , else the newest dcgan/cgan/stylegan bundles under bundles/ (where
+`make demo` writes them), else tiny
 ones trained and exported here (cached in bench/results/cache). Requests go only to 127.0.0.1.
 Prints a markdown table and writes bench/results/serve_load.json.
 """
@@ -272,7 +273,7 @@ def run_server(bundles, model, batching, ungated, levels, seconds, max_requests,
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundles", nargs="*", type=Path, help="bundle folders (default: runs/demo)")
+    ap.add_argument("--bundles", nargs="*", type=Path, help="bundle folders (default: bundles/)")
     ap.add_argument("--kind", default="dcgan", choices=KINDS, help="model the clients ask for")
     ap.add_argument("--quick", action="store_true", help="short runs (CI smoke)")
     ap.add_argument("--seconds", type=float, default=None, help="seconds per concurrency level")
@@ -287,9 +288,9 @@ def main(argv=None) -> int:
     if args.bundles:
         bundles = find_bundles_from(args.bundles)
     else:
-        bundles = find_bundles(REPO / "runs" / "demo")
+        bundles = find_bundles(REPO / "bundles")
         if set(bundles) != set(KINDS):
-            print("no demo bundles under runs/demo: building tiny ones (cached)", flush=True)
+            print("no demo bundles under bundles/: building tiny ones (cached)", flush=True)
             bundles = build_tiny_bundles(RESULTS / "cache" / "demo-arch")
     if args.kind not in bundles:
         raise SystemExit(f"no {args.kind} bundle among {sorted(bundles)}")
