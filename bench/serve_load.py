@@ -4,7 +4,12 @@ Measures, in one run on this machine:
 - the engine's own throughput (export.bundle called directly, batch 64): generator alone and
   generator + discriminator (the work behind one served image, which carries a score);
 - the server's images/s and p50/p99 latency with adaptive batching on and off (GAN_BATCHING=0);
-- the resident memory (RSS) of all the server's processes, idle and under load.
+- the resident memory (RSS) of all the server's processes, idle and under load, and over a soak
+  of four more 64-client runs against one server (growth there is a leak, not warm-up);
+- the same load against an empty BentoML endpoint (bench/empty_service.py) with the same workers:
+  what the framework itself costs per request, the ceiling for one-image requests;
+- the export benchmark's 64x64 RGB DCGAN served alone (8 and 64 clients, batching on and off),
+  where the engine, not HTTP, is the larger cost (--no-dcgan64 skips it).
 
 Bundles: --bundles DIR... , else the newest dcgan/cgan/stylegan bundles under bundles/ (where
 `make demo` writes them), else tiny
@@ -130,7 +135,14 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, bundles: list[Path], batching: bool, ungated: bool, extra_env=None):
+    def __init__(
+        self,
+        bundles: list[Path],
+        batching: bool,
+        ungated: bool,
+        extra_env=None,
+        target: str = "serving.service:GanService",
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("GAN_")}
@@ -145,7 +157,7 @@ class Server:
         env.update(extra_env or {})
         self.log = tempfile.NamedTemporaryFile(prefix="serve-load-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "serving.service:GanService",
+            [sys.executable, "-m", "bentoml", "serve", target,
              "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
@@ -255,8 +267,9 @@ async def warm_up(url: str, model: str, n: int = 40) -> None:
         await asyncio.gather(*(s.post(f"{url}/generate", json=b) for b in bodies))
 
 
-def run_server(bundles, model, batching, ungated, levels, seconds, max_requests, workers=1):
-    server = Server(list(bundles.values()), batching, ungated, {"GAN_API_WORKERS": str(workers)})
+def run_server(bundles, model, batching, ungated, levels, seconds, max_requests, workers, n8=True):
+    env = {"GAN_API_WORKERS": str(workers)} if workers else {}
+    server = Server(list(bundles.values()), batching, ungated, env)
     try:
         server.wait_ready()
         asyncio.run(warm_up(server.url, model))
@@ -264,11 +277,50 @@ def run_server(bundles, model, batching, ungated, levels, seconds, max_requests,
         rows = [
             asyncio.run(drive(server.url, model, c, seconds, max_requests, server)) for c in levels
         ]
-        # the same engine path when each request carries 8 images: what per-request HTTP costs
-        multi = asyncio.run(drive(server.url, model, 64, seconds, max_requests, server, n=8))
-        return {"rss_idle_mb": idle, "rss_after_mb": server.rss_mb(), "levels": rows, "n8": multi}
+        out = {"rss_idle_mb": idle, "levels": rows}
+        if n8:  # the same engine path when each request carries 8 images: what HTTP costs
+            out["n8"] = asyncio.run(
+                drive(server.url, model, 64, seconds, max_requests, server, n=8)
+            )
+        out["rss_after_mb"] = server.rss_mb()
+        return out
     finally:
         server.stop()
+
+
+def empty_ceiling(workers: int, levels, seconds: float) -> list[dict]:
+    """req/s of an empty BentoML endpoint (bench/empty_service.py): the framework's own ceiling."""
+    env = {"EMPTY_WORKERS": str(workers)}
+    server = Server([], True, False, env, target="bench.empty_service:EmptyService")
+    try:
+        server.wait_ready()
+        asyncio.run(warm_up(server.url, "none"))
+        return [asyncio.run(drive(server.url, "none", c, seconds, 10**6, server)) for c in levels]
+    finally:
+        server.stop()
+
+
+def build_dcgan64(cache: Path) -> Path:
+    """The export benchmark's headline model, the 64x64 RGB DCGAN of pytorch/examples (nz 100,
+    ngf = ndf = 64), briefly trained on torchvision FakeData and exported: its pixels are noise,
+    its serving cost is the real model's. Cached between runs; served ungated (flagged so)."""
+    have = find_bundles(cache / "bundles")
+    if "dcgan" in have:
+        return have["dcgan"]
+    from export.exporter import export_run
+    from training.cli import main as gan_train
+
+    run = cache / "runs" / "dcgan64"
+    if not run.exists():
+        args = ["--model", "dcgan", "--dataset", "fake", "--resolution", "64", "--latent-dim",
+                "100", "--g-width", "64", "--d-width", "64", "--kimg", "0.128",
+                "--batch-size", "32", "--eval-every", "0", "--sample-every", "1000",
+                "--ckpt-every", "1000", "--out", str(run)]  # fmt: skip
+        if gan_train(args) != 0:
+            raise SystemExit("gan-train failed for the dcgan-64 bundle")
+    return export_run(
+        run, cache / "bundles" / "dcgan64", formats=("onnx",), calibration_n=500, overwrite=True
+    )
 
 
 def main(argv=None) -> int:
@@ -277,12 +329,17 @@ def main(argv=None) -> int:
     ap.add_argument("--kind", default="dcgan", choices=KINDS, help="model the clients ask for")
     ap.add_argument("--quick", action="store_true", help="short runs (CI smoke)")
     ap.add_argument("--seconds", type=float, default=None, help="seconds per concurrency level")
-    ap.add_argument("--api-workers", type=int, default=1, help="GAN_API_WORKERS for the server")
+    ap.add_argument(
+        "--api-workers", type=int, default=None, help="GAN_API_WORKERS (default: the server's)"
+    )
+    ap.add_argument("--no-dcgan64", action="store_true", help="skip the 64x64 DCGAN section")
     ap.add_argument("--out", type=Path, default=RESULTS / "serve_load.json")
     args = ap.parse_args(argv)
     # a SIGTERM must still stop the server we started (the `finally` in run_server)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    from serving.config import default_api_workers
 
+    workers = args.api_workers or default_api_workers()
     seconds = args.seconds or (3.0 if args.quick else 10.0)
     levels = (1, 8, 32, 64)
     if args.bundles:
@@ -302,36 +359,60 @@ def main(argv=None) -> int:
 
     print(f"engine reference: {model} at batch 64 ...", flush=True)
     engine = engine_throughput(bundles[args.kind], seconds=2.0 if args.quick else 5.0)
-    results = {
-        "model": model,
-        "kind": args.kind,
-        "api_workers": args.api_workers,
-        "engine_batch64": engine,
-    }
+    results = {"model": model, "kind": args.kind, "api_workers": workers, "engine_batch64": engine}
     for batching in (True, False):
         label = "batching on" if batching else "batching off"
-        print(f"serving with {label} ...", flush=True)
+        print(f"serving the demo bundles with {label} ...", flush=True)
         results["on" if batching else "off"] = run_server(
-            bundles, model, batching, ungated, levels, seconds, 100_000, args.api_workers
+            bundles, model, batching, ungated, levels, seconds, 100_000, workers
         )
+    print("soak: three more 64-client runs, RSS after each ...", flush=True)
+    results["soak"] = soak(bundles, model, ungated, seconds, workers)
+    print("an empty BentoML endpoint, same workers and load ...", flush=True)
+    results["empty"] = empty_ceiling(workers, (8, 64), seconds)
+    if not args.no_dcgan64:
+        print("the export benchmark's 64x64 DCGAN, served alone ...", flush=True)
+        path = build_dcgan64(RESULTS / "cache" / "dcgan64")
+        name = json.loads((path / "manifest.json").read_text())["name"]
+        big = {"model": name, "path": str(path)}
+        big["engine_batch64"] = engine_throughput(path, seconds=2.0 if args.quick else 5.0)
+        for batching in (True, False):
+            big["on" if batching else "off"] = run_server(
+                {"dcgan": path}, name, batching, True, (8, 64), seconds, 100_000, workers, False
+            )
+        results["dcgan64"] = big
 
     on = {r["clients"]: r for r in results["on"]["levels"]}
     off = {r["clients"]: r for r in results["off"]["levels"]}
+    empty = {r["clients"]: r for r in results["empty"]}
     ref = engine["generator+discriminator"]
+    soak_rss = [r["rss_mb"] for r in results["soak"]]
     summary = {
         "ratio_engine_at_64": on[64]["images_per_s"] / ref,
         "ratio_engine_generator_only_at_64": on[64]["images_per_s"] / engine["generator"],
         "speedup_vs_off_at_64": on[64]["images_per_s"] / off[64]["images_per_s"],
         "p99_ms_at_8": on[8]["p99_ms"],
+        "empty_endpoint_req_s_at_64": empty[64]["images_per_s"],
+        "ratio_empty_endpoint_at_64": on[64]["images_per_s"] / empty[64]["images_per_s"],
+        "empty_endpoint_ratio_engine": empty[64]["images_per_s"] / ref,
         "rss_idle_mb": results["on"]["rss_idle_mb"],
-        "rss_peak_mb": max(r["rss_peak_mb"] for r in results["on"]["levels"]),
+        "rss_peak_mb": max([r["rss_peak_mb"] for r in results["on"]["levels"]] + soak_rss),
         "rss_growth_mb": results["on"]["rss_after_mb"] - results["on"]["rss_idle_mb"],
+        "rss_soak_growth_mb": soak_rss[-1] - soak_rss[0],
     }
+    if "dcgan64" in results:
+        big = results["dcgan64"]
+        bon = {r["clients"]: r for r in big["on"]["levels"]}
+        boff = {r["clients"]: r for r in big["off"]["levels"]}
+        bref = big["engine_batch64"]["generator+discriminator"]
+        summary["dcgan64_ratio_engine_at_64"] = bon[64]["images_per_s"] / bref
+        summary["dcgan64_speedup_vs_off_at_64"] = bon[64]["images_per_s"] / boff[64]["images_per_s"]
     summary["goals_met"] = {
         "ratio_engine_at_64": summary["ratio_engine_at_64"] >= GOALS["ratio_engine_at_64"],
         "speedup_vs_off_at_64": summary["speedup_vs_off_at_64"] >= GOALS["speedup_vs_off_at_64"],
         "p99_ms_at_8": summary["p99_ms_at_8"] < GOALS["p99_ms_at_8"],
         "rss_mb": summary["rss_peak_mb"] <= GOALS["rss_mb"],
+        "rss_no_growth_in_soak": summary["rss_soak_growth_mb"] <= 10,
     }
     results.update(
         summary=summary,
@@ -341,36 +422,88 @@ def main(argv=None) -> int:
         machine={"cpus": os.cpu_count(), "python": platform.python_version()},
         when=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-
-    print(f"\nServing load — {model} ({args.kind}), one image per request, {seconds:g} s per level")
-    print(f"engine batch 64 ({engine['provider']}): generator {engine['generator']:.0f} img/s, "
-          f"generator+discriminator {ref:.0f} img/s\n")  # fmt: skip
-    print(
-        "| clients | batching on img/s | p50 ms | p99 ms | batching off img/s | p50 ms | p99 ms |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for c in levels:
-        a, b = on[c], off[c]
-        print(f"| {c} | {a['images_per_s']:.0f} | {a['p50_ms']:.1f} | {a['p99_ms']:.1f} | "
-              f"{b['images_per_s']:.0f} | {b['p50_ms']:.1f} | {b['p99_ms']:.1f} |")  # fmt: skip
-    a, b = results["on"]["n8"], results["off"]["n8"]
-    print(f"| 64 x n=8 | {a['images_per_s']:.0f} | {a['p50_ms']:.1f} | {a['p99_ms']:.1f} | "
-          f"{b['images_per_s']:.0f} | {b['p50_ms']:.1f} | {b['p99_ms']:.1f} |")  # fmt: skip
-    s = summary
-    print(
-        f"\nat 64 clients: {100 * s['ratio_engine_at_64']:.0f}% of engine G+D batch-64 "
-        f"({100 * s['ratio_engine_generator_only_at_64']:.0f}% of generator-only), "
-        f"{s['speedup_vs_off_at_64']:.1f}x batching off; p99 at 8 clients {s['p99_ms_at_8']:.0f} ms"
-    )
-    print(
-        f"RSS of the server's processes: idle {s['rss_idle_mb']:.0f} MB, peak under load "
-        f"{s['rss_peak_mb']:.0f} MB, growth over the run {s['rss_growth_mb']:+.0f} MB"
-    )
-    print("goals met:", ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in s["goals_met"].items()))
+    report(results, levels)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
     return 0
+
+
+def soak(bundles, model, ungated, seconds, workers, rounds: int = 4) -> list[dict]:
+    """Rounds of 64 clients against one server; RSS after each (growth = a leak, not warm-up)."""
+    env = {"GAN_API_WORKERS": str(workers)}
+    server = Server(list(bundles.values()), True, ungated, env)
+    try:
+        server.wait_ready()
+        asyncio.run(warm_up(server.url, model))
+        out = []
+        for _ in range(rounds):
+            r = asyncio.run(drive(server.url, model, 64, seconds, 10**6, server))
+            out.append({"requests": r["requests"], "rss_mb": server.rss_mb()})
+        return out
+    finally:
+        server.stop()
+
+
+def _row(label, a, b) -> str:
+    return (
+        f"| {label} | {a['images_per_s']:.0f} | {a['p50_ms']:.1f} | {a['p99_ms']:.1f} | "
+        f"{b['images_per_s']:.0f} | {b['p50_ms']:.1f} | {b['p99_ms']:.1f} |"
+    )
+
+
+def report(results: dict, levels) -> None:
+    engine, s = results["engine_batch64"], results["summary"]
+    on = {r["clients"]: r for r in results["on"]["levels"]}
+    off = {r["clients"]: r for r in results["off"]["levels"]}
+    print(
+        f"\nServing load — {results['model']} ({results['kind']}), one image per request, "
+        f"{results['seconds_per_level']:g} s per level, {results['api_workers']} API workers"
+    )
+    print(f"engine batch 64 ({engine['provider']}): generator {engine['generator']:.0f} img/s, "
+          f"generator+discriminator {engine['generator+discriminator']:.0f} img/s\n")  # fmt: skip
+    head = (
+        "| clients | batching on img/s | p50 ms | p99 ms | batching off img/s | p50 ms | p99 ms |"
+    )
+    print(head + "\n|---:|---:|---:|---:|---:|---:|---:|")
+    for c in levels:
+        print(_row(str(c), on[c], off[c]))
+    print(_row("64 x n=8", results["on"]["n8"], results["off"]["n8"]))
+    empty = {r["clients"]: r for r in results["empty"]}
+    print(
+        f"\nempty BentoML endpoint, same workers: {empty[8]['images_per_s']:.0f} req/s at 8 "
+        f"clients, {empty[64]['images_per_s']:.0f} at 64 "
+        f"(= {100 * s['empty_endpoint_ratio_engine']:.0f}% of the engine's G+D batch-64)"
+    )
+    print(
+        f"at 64 clients: {100 * s['ratio_engine_at_64']:.0f}% of engine G+D batch-64 "
+        f"({100 * s['ratio_engine_generator_only_at_64']:.0f}% of generator-only), "
+        f"{100 * s['ratio_empty_endpoint_at_64']:.0f}% of the empty endpoint, "
+        f"{s['speedup_vs_off_at_64']:.1f}x batching off; p99 at 8 clients {s['p99_ms_at_8']:.0f} ms"
+    )
+    print(
+        f"RSS of the server's processes: idle {s['rss_idle_mb']:.0f} MB, peak under load "
+        f"{s['rss_peak_mb']:.0f} MB, growth over the level run {s['rss_growth_mb']:+.0f} MB; soak "
+        f"(4 x 64 clients) RSS {[round(r['rss_mb']) for r in results['soak']]} MB "
+        f"({s['rss_soak_growth_mb']:+.0f} MB first to last)"
+    )
+    if "dcgan64" in results:
+        big = results["dcgan64"]
+        bon = {r["clients"]: r for r in big["on"]["levels"]}
+        boff = {r["clients"]: r for r in big["off"]["levels"]}
+        e = big["engine_batch64"]
+        print(
+            f"\n{big['model']} (64x64 RGB DCGAN, served alone): engine batch 64 generator "
+            f"{e['generator']:.0f} img/s, generator+discriminator {e['generator+discriminator']:.0f}"
+        )
+        print(head + "\n|---:|---:|---:|---:|---:|---:|---:|")
+        for c in (8, 64):
+            print(_row(str(c), bon[c], boff[c]))
+        print(
+            f"at 64 clients: {100 * s['dcgan64_ratio_engine_at_64']:.0f}% of engine G+D batch-64, "
+            f"{s['dcgan64_speedup_vs_off_at_64']:.1f}x batching off"
+        )
+    print("goals met:", ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in s["goals_met"].items()))
 
 
 def find_bundles_from(paths: list[Path]) -> dict[str, Path]:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from export.sampling import MAX_SEED
-from serving import metrics
+from serving import bentoml_fixes, metrics
 from serving.coalesce import Coalescer
 from serving.config import Settings
 from serving.engine import Engine, Layout, ModelInfo
@@ -49,6 +49,7 @@ class _QuietClientErrors(logging.Filter):
 
 
 logging.getLogger("bentoml._internal.server.http_app").addFilter(_QuietClientErrors())
+bentoml_fixes.install()  # BentoML's per-request timeout timer is never cancelled (see module)
 BATCH = Settings.from_env()  # batching knobs are decorator arguments: read once at import
 
 Seed = Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)]
@@ -77,6 +78,7 @@ class QualityFilter(BaseModel):
     runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9},
     # one access-log line per engine call doubles the log for nothing: the public one has it
     logging={"access": {"enabled": False}},
+    **({} if BATCH.tracing else {"tracing": {"excluded_urls": ["/mapping", "/render"]}}),
 )
 class GanEngine:
     """Runs the graphs: verified bundles, warmed up before the server reports ready."""
@@ -118,7 +120,18 @@ class GanEngine:
         return self.engine.render(rows)
 
 
-@bentoml.service(name="gan_service", workers=BATCH.api_workers, traffic={"timeout": 300})
+API_PATHS = ("/generate", "/generate_conditional", "/style_mix", "/interpolate", "/models")
+
+
+@bentoml.service(
+    name="gan_service",
+    workers=BATCH.api_workers,
+    traffic={"timeout": 300},
+    # BentoML wraps every request in an OpenTelemetry span even though its default sample rate
+    # (0) records none: about a tenth of a one-image request's CPU. Skip it on the API routes
+    # unless GAN_TRACING=1 (then set BentoML's tracing.sample_rate and exporter as usual).
+    **({} if BATCH.tracing else {"tracing": {"excluded_urls": list(API_PATHS)}}),
+)
 class GanService:
     """Public HTTP API: /generate, /generate_conditional, /style_mix, /interpolate, /models."""
 

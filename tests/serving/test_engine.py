@@ -222,6 +222,21 @@ def test_settings_from_env():
         Settings.from_env({"GAN_MAX_N": "many"})
 
 
+def test_api_workers_default_to_the_usable_cpus_at_most_four(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(2)), raising=False)
+    assert Settings.from_env({}).api_workers == 2
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert Settings.from_env({}).api_workers == 4
+    assert Settings.from_env({"GAN_API_WORKERS": "1"}).api_workers == 1
+    with pytest.raises(ValueError, match="GAN_API_WORKERS=0 must be >= 1"):
+        Settings.from_env({"GAN_API_WORKERS": "0"})
+
+
+def test_tracing_is_opt_in():
+    assert not Settings.from_env({}).tracing
+    assert Settings.from_env({"GAN_TRACING": "1"}).tracing
+
+
 async def _call(app, path="/generate", headers=(), chunks=(b"{}",)):
     sent = []
     body = list(chunks)
@@ -339,3 +354,12 @@ def test_bundles_from_the_bentoml_model_store(gated_bundle, bundle_dirs):
     assert sorted(b.kind for b in loaded.values()) == ["cgan", "dcgan"]
     with pytest.raises(NoModels):
         load_bundles(Settings(model_tags=["no-such-model:latest"]))
+
+
+def test_api_routes_skip_the_unsampled_tracing_span():
+    """BentoML's default sample rate records no span; the API routes skip creating one."""
+    from serving.service import API_PATHS, GanEngine, GanService
+
+    excluded = GanService.config["tracing"]["excluded_urls"]
+    assert set(API_PATHS) <= set(excluded) and "/livez" not in excluded
+    assert {"/mapping", "/render"} <= set(GanEngine.config["tracing"]["excluded_urls"])
