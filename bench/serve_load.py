@@ -366,7 +366,7 @@ def main(argv=None) -> int:
         results["on" if batching else "off"] = run_server(
             bundles, model, batching, ungated, levels, seconds, 100_000, workers
         )
-    print("soak: three more 64-client runs, RSS after each ...", flush=True)
+    print("soak: four 64-client runs against one server, RSS after each ...", flush=True)
     results["soak"] = soak(bundles, model, ungated, seconds, workers)
     print("an empty BentoML endpoint, same workers and load ...", flush=True)
     results["empty"] = empty_ceiling(workers, (8, 64), seconds)
