@@ -105,3 +105,22 @@ def test_non_http_scopes_pass_through():
 
     asyncio.run(TimeoutMiddleware(app, timeout=1)({"type": scope_type}, None, None))
     assert seen == [scope_type]
+
+
+def test_the_service_module_installs_the_fix_in_every_worker():
+    """Each BentoML worker imports serving.service: that import alone must install the fix."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import serving.service\n"
+        "from bentoml._internal.server.http.traffic import TimeoutMiddleware as T\n"
+        "print(getattr(T.__call__, '_ganforge_fixed', False))\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "True"
