@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -267,12 +268,27 @@ async def warm_up(url: str, model: str, n: int = 40) -> None:
         await asyncio.gather(*(s.post(f"{url}/generate", json=b) for b in bodies))
 
 
-def run_server(bundles, model, batching, ungated, levels, seconds, max_requests, workers, n8=True):
-    env = {"GAN_API_WORKERS": str(workers)} if workers else {}
-    server = Server(list(bundles.values()), batching, ungated, env)
+@contextlib.contextmanager
+def warmed(server: Server, model: str):
+    """``server`` started, ready and warmed up on ``model``; stopped on the way out."""
     try:
         server.wait_ready()
         asyncio.run(warm_up(server.url, model))
+        yield server
+    finally:
+        server.stop()
+
+
+def ganforge_server(bundles, batching, ungated, workers) -> Server:
+    return Server(list(bundles.values()), batching, ungated, {"GAN_API_WORKERS": str(workers)})
+
+
+def by_clients(rows: list[dict]) -> dict[int, dict]:
+    return {r["clients"]: r for r in rows}
+
+
+def run_server(bundles, model, batching, ungated, levels, seconds, max_requests, workers, n8=True):
+    with warmed(ganforge_server(bundles, batching, ungated, workers), model) as server:
         idle = server.rss_mb()
         rows = [
             asyncio.run(drive(server.url, model, c, seconds, max_requests, server)) for c in levels
@@ -284,20 +300,14 @@ def run_server(bundles, model, batching, ungated, levels, seconds, max_requests,
             )
         out["rss_after_mb"] = server.rss_mb()
         return out
-    finally:
-        server.stop()
 
 
 def empty_ceiling(workers: int, levels, seconds: float) -> list[dict]:
     """req/s of an empty BentoML endpoint (bench/empty_service.py): the framework's own ceiling."""
     env = {"EMPTY_WORKERS": str(workers)}
-    server = Server([], True, False, env, target="bench.empty_service:EmptyService")
-    try:
-        server.wait_ready()
-        asyncio.run(warm_up(server.url, "none"))
+    empty = Server([], True, False, env, target="bench.empty_service:EmptyService")
+    with warmed(empty, "none") as server:
         return [asyncio.run(drive(server.url, "none", c, seconds, 10**6, server)) for c in levels]
-    finally:
-        server.stop()
 
 
 def build_dcgan64(cache: Path) -> Path:
@@ -382,9 +392,9 @@ def main(argv=None) -> int:
             )
         results["dcgan64"] = big
 
-    on = {r["clients"]: r for r in results["on"]["levels"]}
-    off = {r["clients"]: r for r in results["off"]["levels"]}
-    empty = {r["clients"]: r for r in results["empty"]}
+    on = by_clients(results["on"]["levels"])
+    off = by_clients(results["off"]["levels"])
+    empty = by_clients(results["empty"])
     ref = engine["generator+discriminator"]
     soak_rss = [r["rss_mb"] for r in results["soak"]]
     summary = {
@@ -402,8 +412,8 @@ def main(argv=None) -> int:
     }
     if "dcgan64" in results:
         big = results["dcgan64"]
-        bon = {r["clients"]: r for r in big["on"]["levels"]}
-        boff = {r["clients"]: r for r in big["off"]["levels"]}
+        bon = by_clients(big["on"]["levels"])
+        boff = by_clients(big["off"]["levels"])
         bref = big["engine_batch64"]["generator+discriminator"]
         summary["dcgan64_ratio_engine_at_64"] = bon[64]["images_per_s"] / bref
         summary["dcgan64_speedup_vs_off_at_64"] = bon[64]["images_per_s"] / boff[64]["images_per_s"]
@@ -431,18 +441,12 @@ def main(argv=None) -> int:
 
 def soak(bundles, model, ungated, seconds, workers, rounds: int = 4) -> list[dict]:
     """Rounds of 64 clients against one server; RSS after each (growth = a leak, not warm-up)."""
-    env = {"GAN_API_WORKERS": str(workers)}
-    server = Server(list(bundles.values()), True, ungated, env)
-    try:
-        server.wait_ready()
-        asyncio.run(warm_up(server.url, model))
+    with warmed(ganforge_server(bundles, True, ungated, workers), model) as server:
         out = []
         for _ in range(rounds):
             r = asyncio.run(drive(server.url, model, 64, seconds, 10**6, server))
             out.append({"requests": r["requests"], "rss_mb": server.rss_mb()})
         return out
-    finally:
-        server.stop()
 
 
 def _row(label, a, b) -> str:
@@ -454,8 +458,8 @@ def _row(label, a, b) -> str:
 
 def report(results: dict, levels) -> None:
     engine, s = results["engine_batch64"], results["summary"]
-    on = {r["clients"]: r for r in results["on"]["levels"]}
-    off = {r["clients"]: r for r in results["off"]["levels"]}
+    on = by_clients(results["on"]["levels"])
+    off = by_clients(results["off"]["levels"])
     print(
         f"\nServing load — {results['model']} ({results['kind']}), one image per request, "
         f"{results['seconds_per_level']:g} s per level, {results['api_workers']} API workers"
@@ -469,7 +473,7 @@ def report(results: dict, levels) -> None:
     for c in levels:
         print(_row(str(c), on[c], off[c]))
     print(_row("64 x n=8", results["on"]["n8"], results["off"]["n8"]))
-    empty = {r["clients"]: r for r in results["empty"]}
+    empty = by_clients(results["empty"])
     print(
         f"\nempty BentoML endpoint, same workers: {empty[8]['images_per_s']:.0f} req/s at 8 "
         f"clients, {empty[64]['images_per_s']:.0f} at 64 "
@@ -489,8 +493,8 @@ def report(results: dict, levels) -> None:
     )
     if "dcgan64" in results:
         big = results["dcgan64"]
-        bon = {r["clients"]: r for r in big["on"]["levels"]}
-        boff = {r["clients"]: r for r in big["off"]["levels"]}
+        bon = by_clients(big["on"]["levels"])
+        boff = by_clients(big["off"]["levels"])
         e = big["engine_batch64"]
         print(
             f"\n{big['model']} (64x64 RGB DCGAN, served alone): engine batch 64 generator "
