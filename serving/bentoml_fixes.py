@@ -10,8 +10,8 @@ worker: +4,100 live TimerHandle/Future/Context objects per 4,100 requests, and +
 
 The replacement keeps BentoML's behaviour (a 504 JSON answer when the app has not started its
 response within ``timeout``; after that the request runs to completion) and cancels the timer as
-soon as it is no longer needed. It is installed only on the class this was measured on; a later
-BentoML that changes the class is left alone (tests/serving/test_bentoml_fixes.py says so).
+soon as it is no longer needed. It is installed only on the class this was measured on (the one
+with ``_set_timer_out``); a later BentoML that changes the class is left alone, with a warning.
 """
 
 from __future__ import annotations

@@ -36,6 +36,18 @@ def split_list(raw: str) -> list[str]:
     return [p.strip() for p in re.split(rf"[,{re.escape(os.pathsep)}]", raw or "") if p.strip()]
 
 
+def default_api_workers() -> int:
+    """One public worker per CPU, at most 4: the public side (HTTP, JSON, PNG) is the per-request
+    cost, while the engine's batches need one process. On the 2-core reference machine two
+    workers served 838 img/s against one worker's 450 (64 one-image clients, measured one after
+    the other with bench/serve_load.py's client)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))  # the CPUs this process may use (containers)
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
 @dataclass(frozen=True)
 class Limits:
     """Per-request limits; exceeding one is a 422 naming the limit."""
@@ -60,7 +72,7 @@ class Settings:
     batching: bool = True
     max_batch_size: int = 64
     max_latency_ms: int = 30_000
-    api_workers: int = 1
+    api_workers: int = field(default_factory=default_api_workers)
     tracing: bool = False
 
     @classmethod
@@ -88,14 +100,3 @@ class Settings:
             api_workers=_int(env, "GAN_API_WORKERS", default_api_workers()),
             tracing=_flag(env, "GAN_TRACING"),
         )
-
-
-def default_api_workers() -> int:
-    """One public worker per CPU, at most 4: the public side (HTTP, JSON, PNG) is the per-request
-    cost, while the engine's batches need one process. On the 2-core reference machine two
-    workers serve 1.9x the images/s of one (bench/serve_load.py)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))  # the CPUs this process may use (containers)
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus))

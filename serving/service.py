@@ -51,6 +51,22 @@ class _QuietClientErrors(logging.Filter):
 logging.getLogger("bentoml._internal.server.http_app").addFilter(_QuietClientErrors())
 bentoml_fixes.install()  # BentoML's per-request timeout timer is never cancelled (see module)
 BATCH = Settings.from_env()  # batching knobs are decorator arguments: read once at import
+# The engine's batchable APIs: BentoML merges concurrent calls into one batch of rows.
+ENGINE_BATCHING = dict(
+    batchable=BATCH.batching,
+    batch_dim=0,
+    max_batch_size=BATCH.max_batch_size,
+    max_latency_ms=BATCH.max_latency_ms,
+)
+
+
+def _untraced(*paths: str) -> dict[str, Any]:
+    """Service config that skips BentoML's OpenTelemetry span on ``paths``. BentoML wraps every
+    request in a span even though its default sample rate (0) records none; in a profile of the
+    public worker under load the span code took about a tenth of the samples. GAN_TRACING=1 keeps
+    the spans (then set BentoML's tracing.sample_rate and exporter as usual)."""
+    return {} if BATCH.tracing else {"tracing": {"excluded_urls": list(paths)}}
+
 
 Seed = Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)]
 Truncation = Annotated[float, Field(ge=-2.0, le=2.0, allow_inf_nan=False)]
@@ -78,7 +94,7 @@ class QualityFilter(BaseModel):
     runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9},
     # one access-log line per engine call doubles the log for nothing: the public one has it
     logging={"access": {"enabled": False}},
-    **({} if BATCH.tracing else {"tracing": {"excluded_urls": ["/mapping", "/render"]}}),
+    **_untraced("/mapping", "/render"),
 )
 class GanEngine:
     """Runs the graphs: verified bundles, warmed up before the server reports ready."""
@@ -99,22 +115,12 @@ class GanEngine:
             "layout": {k: getattr(layout, k) for k in ("in_width", "map_width", "out_width")},
         }
 
-    @bentoml.api(
-        batchable=BATCH.batching,
-        batch_dim=0,
-        max_batch_size=BATCH.max_batch_size,
-        max_latency_ms=BATCH.max_latency_ms,
-    )
+    @bentoml.api(**ENGINE_BATCHING)
     def mapping(self, rows: np.ndarray) -> np.ndarray:
         metrics.engine_rows("mapping", len(rows))
         return self.engine.mapping(rows)
 
-    @bentoml.api(
-        batchable=BATCH.batching,
-        batch_dim=0,
-        max_batch_size=BATCH.max_batch_size,
-        max_latency_ms=BATCH.max_latency_ms,
-    )
+    @bentoml.api(**ENGINE_BATCHING)
     def render(self, rows: np.ndarray) -> np.ndarray:
         metrics.engine_rows("render", len(rows))
         return self.engine.render(rows)
@@ -127,10 +133,7 @@ API_PATHS = ("/generate", "/generate_conditional", "/style_mix", "/interpolate",
     name="gan_service",
     workers=BATCH.api_workers,
     traffic={"timeout": 300},
-    # BentoML wraps every request in an OpenTelemetry span even though its default sample rate
-    # (0) records none: about a tenth of a one-image request's CPU. Skip it on the API routes
-    # unless GAN_TRACING=1 (then set BentoML's tracing.sample_rate and exporter as usual).
-    **({} if BATCH.tracing else {"tracing": {"excluded_urls": list(API_PATHS)}}),
+    **_untraced(*API_PATHS),
 )
 class GanService:
     """Public HTTP API: /generate, /generate_conditional, /style_mix, /interpolate, /models."""

@@ -105,6 +105,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_command(port: int) -> list[str]:
+    """``bentoml serve`` of the service, as a user runs it, on 127.0.0.1:``port``."""
+    return [sys.executable, "-m", "bentoml", "serve", "serving.service:GanService",
+            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+
+
 class Server:
     """``bentoml serve`` in its own process group on 127.0.0.1; always shut down."""
 
@@ -118,17 +124,7 @@ class Server:
         full["BENTOML_DO_NOT_TRACK"] = "1"
         full.pop("PROMETHEUS_MULTIPROC_DIR", None)  # bentoml serve makes its own
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bentoml",
-                "serve",
-                "serving.service:GanService",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
+            serve_command(self.port),
             cwd=REPO,
             env=full,
             stdout=self.log.open("wb"),

@@ -225,6 +225,7 @@ def test_settings_from_env():
 def test_api_workers_default_to_the_usable_cpus_at_most_four(monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(2)), raising=False)
     assert Settings.from_env({}).api_workers == 2
+    assert Settings().api_workers == 2  # the dataclass default is the same rule
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)), raising=False)
     assert Settings.from_env({}).api_workers == 4
     assert Settings.from_env({"GAN_API_WORKERS": "1"}).api_workers == 1

@@ -7,12 +7,11 @@ import asyncio
 import os
 import re
 import subprocess
-import sys
 
 import httpx
 import pytest
 
-from tests.serving.conftest import REPO, real_server, serving_env, tampered_copy
+from tests.serving.conftest import REPO, real_server, serve_command, serving_env, tampered_copy
 
 pytestmark = pytest.mark.slow
 KEY = "test-key-123"
@@ -121,17 +120,7 @@ def test_no_servable_bundle_means_no_server(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("GAN_")}
     env.update(GAN_BUNDLES=str(tmp_path / "nothing-here"), BENTOML_DO_NOT_TRACK="1")
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            "serving.service:GanService",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "1",
-        ],
+        serve_command(1),
         cwd=REPO,
         env=env,
         capture_output=True,
