@@ -1,6 +1,12 @@
 """Training run -> bundle: graphs (ONNX, TorchScript, optional torch.export .pt2) from the EMA
 generator and the discriminator, parity against eager PyTorch, filter calibration, manifest.
 
+Besides the graphs the loader runs (``export.bundle.GRAPHS``), every bundle holds ``render``: the
+generator (StyleGAN: the synthesis network) and the discriminator fused into one graph that returns
+``image`` and ``logit``, so a server on a GPU scores an image without copying it to the host and
+back between two sessions. Its parity is checked twice: against eager PyTorch, and against the
+bundle's own separate graphs of the same format (``parity.fused``).
+
 Everything is written into a temp folder next to the target and renamed at the end: a failed
 parity check (or any error) leaves no bundle behind.
 """
@@ -39,6 +45,7 @@ CALIBRATION_SEED0 = 1_000_000_000  # calibration seeds never overlap the gate's 
 CALIBRATION_N = 10_000
 MBSTD_BATCHES = 16
 MAX_BATCH = 65_536
+RENDER = "render"  # the fused G -> D graph; optional for the loader (not in bundle.GRAPHS)
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +102,43 @@ class _CondDiscriminator(_Discriminator):
         return self.d(image, label)
 
 
+# The fused graphs: ``g`` is the generator wrapper above (or the synthesis one), ``d`` the
+# discriminator. Forward signatures carry the bundle's input names (the ONNX exporter keys the
+# dynamic batch dimension by them), hence one small class per signature.
+class _Render(nn.Module):
+    def __init__(self, g: nn.Module, d: nn.Module):
+        super().__init__()
+        self.g, self.d = g, d
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.g(z)
+        return image, self.d(image)
+
+
+class _CondRender(_Render):
+    def forward(self, z: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        image = self.g(z, label)
+        return image, self.d(image, label)
+
+
+class _StyleRender(_Render):
+    def forward(self, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        image = self.g(ws)
+        return image, self.d(image)
+
+
+class _CondStyleRender(_Render):
+    def forward(self, ws: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        image = self.g(ws)  # the class reaches the synthesis through ws (mapping), D directly
+        return image, self.d(image, label)
+
+
 @dataclass
 class GraphSpec:
     name: str
     module: nn.Module
     inputs: list[tuple[str, list[Any], str]]  # (name, shape with "batch", dtype)
-    output: tuple[str, list[Any], str]
+    outputs: list[tuple[str, list[Any], str]]
 
     def example(self, batch: int, gen: torch.Generator, num_classes: int, make=None):
         if make is not None:
@@ -151,15 +189,19 @@ def measure_mbstd(G: nn.Module, D: nn.Module, cfg, batches: int = MBSTD_BATCHES)
 
 
 def graph_specs(G: nn.Module, D: nn.Module, cfg) -> list[GraphSpec]:
+    """The loader's graphs (``GRAPHS[kind]``, in order), then the fused ``render`` graph."""
     r, c, nz = cfg.resolution, cfg.channels, cfg.latent_dim
     img = ("image", ["batch", c, r, r], "float32")
+    logit = ("logit", ["batch"], "float32")
     z = ("z", ["batch", nz], "float32")
     lab = ("label", ["batch"], "int64")
     cond = cfg.num_classes > 0
     specs = []
     if cfg.kind in ("dcgan", "cgan"):
         gen = _CondGenerator(G) if cond else _Generator(G)
-        specs.append(GraphSpec("generator", gen, [z, lab] if cond else [z], img))
+        specs.append(GraphSpec("generator", gen, [z, lab] if cond else [z], [img]))
+        render = (_CondRender if cond else _Render)(gen, D)
+        render_inputs = [z, lab] if cond else [z]
     else:
         mapping = _CondGenerator(G.mapping) if cond else _Generator(G.mapping)
         specs.append(
@@ -167,36 +209,32 @@ def graph_specs(G: nn.Module, D: nn.Module, cfg) -> list[GraphSpec]:
                 "mapping",
                 mapping,
                 [z, lab] if cond else [z],
-                ("w", ["batch", cfg.w_dim], "float32"),
+                [("w", ["batch", cfg.w_dim], "float32")],
             )
         )
-        specs.append(
-            GraphSpec(
-                "synthesis",
-                _Synthesis(G.synthesis),
-                [("ws", ["batch", cfg.num_ws, cfg.w_dim], "float32")],
-                img,
-            )
-        )
+        ws = ("ws", ["batch", cfg.num_ws, cfg.w_dim], "float32")
+        synthesis = _Synthesis(G.synthesis)
+        specs.append(GraphSpec("synthesis", synthesis, [ws], [img]))
+        render = (_CondStyleRender if cond else _StyleRender)(synthesis, D)
+        render_inputs = [ws, lab] if cond else [ws]
     disc = _CondDiscriminator(D) if cond else _Discriminator(D)
-    specs.append(
-        GraphSpec(
-            "discriminator", disc, [img, lab] if cond else [img], ("logit", ["batch"], "float32")
-        )
-    )
+    specs.append(GraphSpec("discriminator", disc, [img, lab] if cond else [img], [logit]))
     assert tuple(s.name for s in specs) == GRAPHS[cfg.kind]
+    specs.append(GraphSpec(RENDER, render, render_inputs, [img, logit]))
     return specs
 
 
 def _example_maker(spec: GraphSpec, G: nn.Module, cfg):
     """Realistic inputs: ws from the mapping network, images from the generator."""
-    if spec.name == "synthesis":
+    cond = cfg.num_classes > 0
+    if spec.name == "synthesis" or (spec.name == RENDER and cfg.kind == "stylegan"):
 
         def make(batch, gen):
             z = torch.randn(batch, cfg.latent_dim, generator=gen)
             lab = torch.randint(0, max(cfg.num_classes, 1), (batch,), generator=gen)
-            w = G.mapping(z, lab) if cfg.num_classes > 0 else G.mapping(z)
-            return (w[:, None].expand(-1, cfg.num_ws, -1).contiguous(),)
+            w = G.mapping(z, lab) if cond else G.mapping(z)
+            ws = w[:, None].expand(-1, cfg.num_ws, -1).contiguous()
+            return (ws, lab) if cond and spec.name == RENDER else (ws,)
 
         return make
     if spec.name == "discriminator":
@@ -204,8 +242,8 @@ def _example_maker(spec: GraphSpec, G: nn.Module, cfg):
         def make(batch, gen):
             z = torch.randn(batch, cfg.latent_dim, generator=gen)
             lab = torch.randint(0, max(cfg.num_classes, 1), (batch,), generator=gen)
-            x = G(z, lab) if cfg.num_classes > 0 else G(z)
-            return (x, lab) if cfg.num_classes > 0 else (x,)
+            x = G(z, lab) if cond else G(z)
+            return (x, lab) if cond else (x,)
 
         return make
     return None
@@ -242,7 +280,7 @@ def export_onnx(spec: GraphSpec, example: tuple, path: Path) -> None:
                 example,
                 str(path),
                 input_names=[n for n, _, _ in spec.inputs],
-                output_names=[spec.output[0]],
+                output_names=[n for n, _, _ in spec.outputs],
                 dynamo=True,
                 dynamic_shapes=dyn,
                 external_data=False,
@@ -282,15 +320,49 @@ def _runner(fmt: str, path: Path):
         so.log_severity_level = 3
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         names = [i.name for i in sess.get_inputs()]
-        return lambda *a: torch.from_numpy(
-            sess.run(None, {n: x.numpy() for n, x in zip(names, a)})[0]
-        )
+
+        def run(*a):
+            out = sess.run(None, {n: x.numpy() for n, x in zip(names, a)})
+            return tuple(map(torch.from_numpy, out)) if len(out) > 1 else torch.from_numpy(out[0])
+
+        return run
     if fmt == "torchscript":
         with _quiet():
             m = torch.jit.load(str(path), map_location="cpu").eval()
         return m
     with _quiet():
         return torch.export.load(str(path)).module()
+
+
+def _outputs(x) -> tuple[torch.Tensor, ...]:
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def _max_diff(spec: GraphSpec, what: str, got, ref, batch: int) -> float:
+    """Largest |got - ref| over the graph's outputs; a shape mismatch is an ExportError."""
+    got, ref = _outputs(got), _outputs(ref)
+    if len(got) != len(ref):
+        raise ExportError(
+            f"parity check failed: {what} {spec.name} returns {len(got)} outputs, "
+            f"expected {len(ref)}"
+        )
+    diff = 0.0
+    for (name, _, _), g, r in zip(spec.outputs, got, ref):
+        if tuple(g.shape) != tuple(r.shape):
+            raise ExportError(
+                f"parity check failed: {what} {spec.name} returns {name} of shape "
+                f"{tuple(g.shape)} at batch {batch}, expected {tuple(r.shape)}"
+            )
+        diff = max(diff, float((g.float() - r.float()).abs().max()))
+    return diff
+
+
+def _within(spec: GraphSpec, what: str, against: str, diff: float, batch: int) -> None:
+    if not diff <= PARITY_TOL:
+        raise ExportError(
+            f"parity check failed: {what} {spec.name} differs from {against} by {diff:.3g} "
+            f"at batch {batch} (tolerance {PARITY_TOL}); no bundle written"
+        )
 
 
 @torch.no_grad()
@@ -303,18 +375,37 @@ def check_parity(spec: GraphSpec, fmt: str, path: Path, make, num_classes: int) 
         ref = spec.module(*x)
         with _quiet():
             got = run(*x)
-        if tuple(got.shape) != tuple(ref.shape):
-            raise ExportError(
-                f"parity check failed: {fmt} {spec.name} returns shape {tuple(got.shape)} at "
-                f"batch {b}, eager returns {tuple(ref.shape)}"
+        out[str(b)] = diff = _max_diff(spec, fmt, got, ref, b)
+        _within(spec, fmt, "eager PyTorch", diff, b)
+    return out
+
+
+@torch.no_grad()
+def check_fused(
+    spec: GraphSpec, fmt: str, folder: Path, files: dict[str, str], make, num_classes: int
+) -> dict[str, dict[str, float]]:
+    """The exported ``render`` graph against the bundle's own separate graphs of the same format:
+    its image equals the generator's (StyleGAN: the synthesis network's) and its logit equals the
+    discriminator's on that image, for the same inputs."""
+    render = _runner(fmt, folder / files[RENDER])
+    gen_name = "synthesis" if "synthesis" in files else "generator"
+    generator = _runner(fmt, folder / files[gen_name])
+    disc = _runner(fmt, folder / files["discriminator"])
+    rng = torch.Generator().manual_seed(4321)
+    out: dict[str, dict[str, float]] = {"image": {}, "logit": {}}
+    for b in PARITY_BATCHES:
+        x = spec.example(b, rng, num_classes, make)
+        label = x[1:]  # () or (label,)
+        with _quiet():
+            image, logit = _outputs(render(*x))
+            ref_image = generator(*(x if gen_name == "generator" else x[:1]))
+            ref_logit = disc(ref_image, *label)
+        for key, got, ref in (("image", image, ref_image), ("logit", logit, ref_logit)):
+            part = GraphSpec(
+                spec.name, spec.module, spec.inputs, [o for o in spec.outputs if o[0] == key]
             )
-        diff = float((got.float() - ref).abs().max())
-        if not diff <= PARITY_TOL:
-            raise ExportError(
-                f"parity check failed: {fmt} {spec.name} differs from eager PyTorch by {diff:.3g} "
-                f"at batch {b} (tolerance {PARITY_TOL}); no bundle written"
-            )
-        out[str(b)] = diff
+            out[key][str(b)] = diff = _max_diff(part, fmt, got, ref, b)
+            _within(part, fmt, f"its {gen_name} + discriminator graphs ({key})", diff, b)
     return out
 
 
@@ -411,6 +502,7 @@ def _write_bundle(tmp, loaded, cfg, G, D, formats, name, mbstd, say) -> dict[str
     files: dict[str, dict[str, Any]] = {}
     graphs: dict[str, Any] = {}
     parity: dict[str, Any] = {}
+    fused: dict[str, Any] = {}
     timings: dict[str, float] = {}
     gen = torch.Generator().manual_seed(0)
     for spec in graph_specs(G, D, cfg):
@@ -419,7 +511,7 @@ def _write_bundle(tmp, loaded, cfg, G, D, formats, name, mbstd, say) -> dict[str
             example = spec.example(2, gen, cfg.num_classes, make)
         graphs[spec.name] = {
             "inputs": [_io(i) for i in spec.inputs],
-            "outputs": [_io(spec.output)],
+            "outputs": [_io(o) for o in spec.outputs],
             "files": {},
         }
         parity[spec.name] = {}
@@ -433,6 +525,11 @@ def _write_bundle(tmp, loaded, cfg, G, D, formats, name, mbstd, say) -> dict[str
             timings[fname] = round(time.perf_counter() - t0, 2)
             parity[spec.name][fmt] = check_parity(spec, fmt, tmp / fname, make, cfg.num_classes)
             graphs[spec.name]["files"][fmt] = fname
+        if spec.name == RENDER:  # the loader's graphs come first, so they are all there
+            for fmt in formats:
+                say(f"checking {RENDER} ({fmt}) against the separate graphs")
+                by_graph = {g: graphs[g]["files"][fmt] for g in graphs}
+                fused[fmt] = check_fused(spec, fmt, tmp, by_graph, make, cfg.num_classes)
     w_avg_file = None
     if cfg.kind == "stylegan":
         w_avg_file = "w_avg.npy"
@@ -471,6 +568,17 @@ def _write_bundle(tmp, loaded, cfg, G, D, formats, name, mbstd, say) -> dict[str
             "batches": list(PARITY_BATCHES),
             "max_abs_diff": worst,
             "per_graph": parity,
+            "fused": {
+                "graph": RENDER,
+                "reference": "the bundle's separate graphs of the same format: image vs "
+                + ("synthesis(ws)" if cfg.kind == "stylegan" else "generator(z[, label])")
+                + ", logit vs discriminator(that image[, label])",
+                "batches": list(PARITY_BATCHES),
+                "max_abs_diff": max(
+                    v for f in fused.values() for o in f.values() for v in o.values()
+                ),
+                "per_format": fused,
+            },
         },
         "sampling": {
             "seed_rule": sampling.SEED_RULE,
