@@ -171,3 +171,33 @@ def test_a_fused_graph_that_disagrees_is_refused(tiny_runs, tmp_path, monkeypatc
     with pytest.raises(ExportError, match=r"parity check failed: onnx render .*\(logit\)"):
         exporter.export_run(tiny_runs["dcgan"], tmp_path / "b", formats="onnx", calibration_n=100)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_conditional_stylegan_render_takes_ws_and_label(tmp_path):
+    """The model family allows a class-conditional StyleGAN-lite (gan-train does not train one
+    yet): its render graph takes ``ws`` and ``label`` and still matches the separate graphs."""
+    from training.config import ModelConfig
+    from training.models import build_models
+
+    cfg = ModelConfig(
+        kind="stylegan", resolution=16, latent_dim=8, num_classes=3, g_width=4, d_width=4, w_dim=8
+    )
+    torch.manual_seed(0)
+    G, D = (exporter._bake(m) for m in build_models(cfg))
+    D.mbstd.freeze(0.5)
+    specs = {s.name: s for s in exporter.graph_specs(G, D, cfg)}
+    render = specs["render"]
+    assert [i[0] for i in render.inputs] == ["ws", "label"]
+    assert [o[0] for o in render.outputs] == ["image", "logit"]
+    files = {}
+    for name in ("synthesis", "discriminator", "render"):
+        spec, make = specs[name], exporter._example_maker(specs[name], G, cfg)
+        with torch.no_grad():
+            example = spec.example(2, torch.Generator().manual_seed(0), cfg.num_classes, make)
+        exporter.export_onnx(spec, example, tmp_path / f"{name}.onnx")
+        files[name] = f"{name}.onnx"
+    make = exporter._example_maker(render, G, cfg)
+    eager = exporter.check_parity(render, "onnx", tmp_path / "render.onnx", make, 3)
+    fused = exporter.check_fused(render, "onnx", tmp_path, files, make, 3)
+    assert max(eager.values()) <= exporter.PARITY_TOL
+    assert max(max(d.values()) for d in fused.values()) <= exporter.PARITY_TOL
