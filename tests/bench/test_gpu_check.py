@@ -1,0 +1,96 @@
+"""bench/gpu_check.sh on a machine without CUDA, and the wheel list it installs from.
+
+The script's GPU path runs only where a CUDA device is; what is promised everywhere is that
+without one it stops at once with exit status 2 and one clear line, before it writes anything.
+"""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "bench" / "gpu_check.sh"
+WHEELS = REPO / "bench" / "gpu_wheels.txt"
+
+
+def run(env_extra: dict[str, str], *args: str, python: str = sys.executable):
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "PYTHON": python, **env_extra}
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def one_line_exit_2(proc) -> str:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.stdout == "", proc.stdout
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpu_check: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_without_cuda_it_exits_2_with_one_line(tmp_path):
+    proc = run({"TMPDIR": str(tmp_path), "OUT": str(tmp_path / "out")})
+    line = one_line_exit_2(proc)
+    assert "no CUDA device" in line and f"torch {torch.__version__}" in line
+    assert list(tmp_path.iterdir()) == []  # stopped before making its work or results folder
+
+
+def test_an_interpreter_without_torch_is_named(tmp_path):
+    no_site = tmp_path / "python-without-site"
+    no_site.write_text(f'#!/bin/sh\nexec {sys.executable} -S -I "$@"\n')  # no site-packages
+    no_site.chmod(0o755)
+    line = one_line_exit_2(run({}, python=str(no_site)))
+    assert "cannot import torch" in line and "set PYTHON" in line
+    line = one_line_exit_2(run({}, python=str(tmp_path / "missing")))
+    assert "no Python interpreter" in line
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "match"),
+    [
+        ({"GPU_CHECK_KIMG": "abc"}, (), "GPU_CHECK_KIMG='abc' is not a positive number"),
+        ({"GPU_CHECK_KIMG": "0"}, (), "GPU_CHECK_KIMG='0' is not a positive number"),
+        ({"GPU_CHECK_SECONDS": "0"}, (), "GPU_CHECK_SECONDS='0'"),
+        ({"GPU_CHECK_WORKERS": "two"}, (), "GPU_CHECK_WORKERS='two'"),
+        ({"GPU_CHECK_GATE_N": "10"}, (), "GPU_CHECK_GATE_N='10' is not an integer from 100"),
+        ({"GPU_CHECK_DEVICE": "tpu"}, (), "GPU_CHECK_DEVICE='tpu': use cuda"),
+        ({}, ("--fast",), "unknown argument '--fast'"),
+    ],
+)
+def test_bad_settings_are_named_before_anything_runs(env, args, match):
+    assert match in one_line_exit_2(run(env, *args))
+
+
+def test_help_says_how_to_prepare_and_run_it():
+    proc = run({}, "--help")
+    assert proc.returncode == 0 and proc.stderr == ""
+    text = proc.stdout
+    assert "bench/gpu_wheels.sh" in text and "--python-version 3.12" in text
+    assert 'carry=[".whl"]' in text and "GAN_BACKEND=torchscript GAN_DEVICE=cuda" in text
+
+
+def test_wheel_list_pins_one_version_each_and_the_bentoml_we_test_with():
+    import bentoml
+
+    pins = [ln for ln in WHEELS.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    names = [re.fullmatch(r"([a-z0-9-]+)==([\w.]+)", p).group(1) for p in pins]
+    assert len(names) == len(set(names))  # two versions of one wheel stop the install
+    assert f"bentoml=={bentoml.__version__}" in pins
+    # What the lent machine's image already has (device README, KINDS.md) is not carried.
+    assert not {"numpy", "torch", "onnxruntime", "aiohttp", "uvloop"} & set(names)
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_scripts_pass_shellcheck():
+    for script in ("gpu_check.sh", "gpu_wheels.sh"):
+        proc = subprocess.run(
+            ["shellcheck", str(REPO / "bench" / script)], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stdout
