@@ -33,6 +33,9 @@
 #   GPU_CHECK_WORKERS  public API workers of the server (default 2)
 #   GPU_CHECK_GATE_N   samples the gate scores (default 5000, as `make demo`)
 #   GPU_CHECK_DIR      work folder (default: a new temp folder)
+#   GPU_CHECK_BUDGET   seconds the whole run may take (default 480); each step is cut to what is
+#                      left, so a slow step fails with a message instead of the device call
+#                      timing out with nothing written
 #   GPU_CHECK_DEVICE   cuda (default). `cpu` is a dry run of this script's steps on a machine
 #                      without CUDA, for developing it: its figures are not GPU figures.
 set -uo pipefail
@@ -59,6 +62,7 @@ SECONDS_PER_LEVEL=${GPU_CHECK_SECONDS:-5}
 WORKERS=${GPU_CHECK_WORKERS:-2}
 GATE_N=${GPU_CHECK_GATE_N:-5000}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
+BUDGET=${GPU_CHECK_BUDGET:-480}
 MAX_FD_RATIO=40 # the demo's gate threshold (export/demo.py)
 NAME=gpu-check-dcgan
 
@@ -69,6 +73,8 @@ NAME=gpu-check-dcgan
 [[ $WORKERS =~ ^[1-9][0-9]*$ ]] || die "GPU_CHECK_WORKERS=${WORKERS@Q} is not a positive integer"
 [[ $GATE_N =~ ^[0-9]+$ && ${#GATE_N} -lt 9 && $GATE_N -ge 100 ]] ||
     die "GPU_CHECK_GATE_N=${GATE_N@Q} is not an integer from 100 to 99999999"
+[[ $BUDGET =~ ^[0-9]+$ && ${#BUDGET} -lt 6 && $BUDGET -ge 60 ]] ||
+    die "GPU_CHECK_BUDGET=${BUDGET@Q} is not a whole number of seconds from 60 to 99999"
 [[ $DEVICE == cuda || $DEVICE == cpu ]] || die "GPU_CHECK_DEVICE=${DEVICE@Q}: use cuda (or cpu for a dry run)"
 
 # -- 0. is there a CUDA device? (one line and exit 2 if not) ------------------------------------
@@ -107,6 +113,7 @@ WORK=${GPU_CHECK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/gpu-check-XXXXXX")}
 mkdir -p "$WORK" || die "cannot create the work folder ${WORK@Q}"
 RESULTS=${OUT:-$REPO/bench/results}
 mkdir -p "$RESULTS" || die "cannot create the results folder ${RESULTS@Q}"
+exec > >(tee "$RESULTS/gpu_check.log") 2>&1 # the whole log comes back with the results
 BUNDLE="$WORK/$NAME"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export GANFORGE_HOME="$WORK/home" BENTOML_HOME="$WORK/bentoml" BENTOML_DO_NOT_TRACK=1
@@ -114,6 +121,12 @@ export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=5
 cd "$REPO" || die "cannot enter $REPO"
 t_start=$SECONDS
 step_t=$SECONDS
+# limit CAP: T = the seconds the next step may take (at most CAP, at most what the budget has left)
+limit() {
+    local rest=$((BUDGET - (SECONDS - t_start)))
+    ((rest >= 10)) || die "out of time: ${BUDGET} s spent before the next step (GPU_CHECK_BUDGET)"
+    T=$((rest < $1 ? rest : $1))
+}
 lap() {
     echo "   ($(( SECONDS - step_t )) s; $(( SECONDS - t_start )) s since the start)"
     step_t=$SECONDS
@@ -155,13 +168,15 @@ lap
 
 # -- 1. train on the GPU with bf16 AMP, reference statistics beside it on the CPU ---------------
 say "1/6 train: DCGAN 32x32 on digits, $KIMG kimg, --device $DEVICE --precision bf16"
-"$PY" -m training.eval.cli stats --dataset digits --resolution 32 --split heldout \
+limit 300
+timeout -k 10 "$T" "$PY" -m training.eval.cli stats --dataset digits --resolution 32 --split heldout \
     --out "$WORK/ref.npz" >"$WORK/stats.log" 2>&1 &
 stats_pid=$!
-timeout -k 10 300 "$PY" -m training.cli --model dcgan --dataset digits --resolution 32 \
+trap 'kill "$stats_pid" 2>/dev/null' EXIT # if training fails first
+timeout -k 10 "$T" "$PY" -m training.cli --model dcgan --dataset digits --resolution 32 \
     --g-width 32 --d-width 32 --kimg "$KIMG" --device "$DEVICE" --precision bf16 \
     --eval-every 0 --sample-every 1000000 --ckpt-every 1000000 --no-progress \
-    --out "$WORK/run" || die "training failed (see above)"
+    --out "$WORK/run" || die "training failed (exit $?; 124: over its $T s)"
 wait "$stats_pid" || {
     tail -n 20 "$WORK/stats.log" >&2
     die "gan-eval stats failed (log above)"
@@ -170,13 +185,15 @@ lap
 
 # -- 2. export --------------------------------------------------------------------------------
 say "2/6 export: ONNX + TorchScript, parity checks, filter calibration"
-timeout -k 10 240 "$PY" -m export.cli "$WORK/run" --out "$BUNDLE" \
-    --formats onnx,torchscript -q || die "export failed (see above)"
+limit 240
+timeout -k 10 "$T" "$PY" -m export.cli "$WORK/run" --out "$BUNDLE" \
+    --formats onnx,torchscript -q || die "export failed (exit $?; 124: over its $T s)"
 lap
 
 # -- 3. gate ----------------------------------------------------------------------------------
 say "3/6 gate: FD-classifier of $GATE_N samples <= $MAX_FD_RATIO x the real-vs-real floor"
-timeout -k 10 240 "$PY" -m export.cli gate "$BUNDLE" --ref "$WORK/ref.npz" \
+limit 240
+timeout -k 10 "$T" "$PY" -m export.cli gate "$BUNDLE" --ref "$WORK/ref.npz" \
     --max-fd-ratio "$MAX_FD_RATIO" -n "$GATE_N" -q
 gate_rc=$?
 case $gate_rc in
@@ -185,7 +202,7 @@ case $gate_rc in
     UNGATED=1
     echo "gpu_check: the gate FAILED; serving the bundle ungated (GAN_ALLOW_UNGATED=1) to check the GPU path"
     ;;
-*) die "the gate did not run (exit $gate_rc, see above)" ;;
+*) die "the gate did not run (exit $gate_rc; 124: over its $T s)" ;;
 esac
 lap
 
@@ -201,7 +218,8 @@ else
 fi
 
 say "4/6 engine on $DEVICE ($BACKEND): timings at batch 1 and 64, parity with the gated graphs"
-timeout -k 10 180 "$PY" - "$BUNDLE" "$BACKEND" "$DEVICE" "$WORK/engine.json" <<'EOF' || die "the engine check failed (see above)"
+limit 180
+timeout -k 10 "$T" "$PY" - "$BUNDLE" "$BACKEND" "$DEVICE" "$WORK/engine.json" <<'EOF' || die "the engine check failed (exit $?; 124: over its $T s)"
 """G then D through the bundle loader (host copies between) vs the fused render graph on the
 device; the device's pixels and logits vs the gated ONNX-on-CPU ones for the same seeds."""
 
@@ -302,18 +320,23 @@ lap
 
 # -- 5. serve and load -------------------------------------------------------------------------
 say "5/6 bentoml serve (GAN_BACKEND=$BACKEND GAN_DEVICE=$DEVICE, $WORKERS API workers) under 1 and 64 clients"
-timeout -k 15 240 "$PY" - "$BUNDLE" "$BACKEND" "$DEVICE" "$WORKERS" "$SECONDS_PER_LEVEL" \
-    "$UNGATED" "$WORK/serve.json" <<'EOF' || die "serving failed (see above)"
+limit 240
+timeout -k 15 "$T" "$PY" - "$BUNDLE" "$BACKEND" "$DEVICE" "$WORKERS" "$SECONDS_PER_LEVEL" \
+    "$UNGATED" "$WORK/serve.json" <<'EOF' || die "serving failed (exit $?; 124: over its $T s)"
 """`bentoml serve` through bench/serve_load.py's server and client."""
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
 from bench import serve_load as SL
+
+# A timeout's SIGTERM must still stop the server (it runs in its own session: `warmed` stops it).
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 path, backend, device, workers, seconds, ungated, out = sys.argv[1:8]
 model = json.loads((Path(path) / "manifest.json").read_text())["name"]
