@@ -61,6 +61,7 @@ def test_an_interpreter_without_torch_is_named(tmp_path):
         ({"GPU_CHECK_WORKERS": "two"}, (), "GPU_CHECK_WORKERS='two'"),
         ({"GPU_CHECK_GATE_N": "10"}, (), "GPU_CHECK_GATE_N='10' is not an integer from 100"),
         ({"GPU_CHECK_DEVICE": "tpu"}, (), "GPU_CHECK_DEVICE='tpu': use cuda"),
+        ({"GPU_CHECK_BUDGET": "30"}, (), "GPU_CHECK_BUDGET='30' is not a whole number of seconds"),
         ({}, ("--fast",), "unknown argument '--fast'"),
     ],
 )
