@@ -19,9 +19,10 @@
 # - onnxruntime-gpu does not fit: its cp312 wheel (1.31.1) is 255,569,273 bytes (244 MiB; the
 #   CUDA provider library inside is 284 MB), four times the carry limit. Without a CUDA provider
 #   in onnxruntime the script serves through the TorchScript backend on CUDA
-#   (GAN_BACKEND=torchscript GAN_DEVICE=cuda) and says so; the gate then runs the ONNX graphs on
-#   ONNX Runtime's CPU provider, and the script measures how far the GPU's pixels and logits are
-#   from those gated ones. With onnxruntime-gpu installed, both run on the CUDA provider.
+#   (GAN_BACKEND=torchscript GAN_DEVICE=cuda) and says so, and gates those same graphs on CUDA
+#   (the gate measures what the server runs); it also measures how far the GPU's pixels and
+#   logits are from the ONNX graphs' on ONNX Runtime's CPU provider. With onnxruntime-gpu
+#   installed, the gate and the server run the ONNX graphs on the CUDA provider.
 #
 # Run it on the device (one call, well inside the 10-minute limit):
 #   run(command="bash bench/gpu_check.sh", carry=[".whl"], timeout_s=540)
@@ -190,11 +191,54 @@ timeout -k 10 "$T" "$PY" -m export.cli "$WORK/run" --out "$BUNDLE" \
     --formats onnx,torchscript -q || die "export failed (exit $?; 124: over its $T s)"
 lap
 
-# -- 3. gate ----------------------------------------------------------------------------------
-say "3/6 gate: FD-classifier of $GATE_N samples <= $MAX_FD_RATIO x the real-vs-real floor"
+# -- 3. the backend that serves on the GPU, and the gate on it --------------------------------
+ort_cuda=$("$PY" -c "import onnxruntime as o; print(int('CUDAExecutionProvider' in o.get_available_providers()))" 2>/dev/null || echo 0)
+if [[ $DEVICE == cuda && $ort_cuda == 1 ]]; then
+    BACKEND=onnx
+    echo "gpu_check: onnxruntime has the CUDA provider: gating and serving the ONNX graphs on it"
+else
+    BACKEND=torchscript
+    [[ $DEVICE == cuda ]] &&
+        echo "gpu_check: onnxruntime has no CUDAExecutionProvider (onnxruntime-gpu, 244 MiB, is over the 64 MiB carry limit): gating and serving through TorchScript on CUDA"
+fi
+
+say "3/6 gate ($BACKEND on $DEVICE): FD-classifier of $GATE_N samples <= $MAX_FD_RATIO x the real-vs-real floor"
 limit 240
-timeout -k 10 "$T" "$PY" -m export.cli gate "$BUNDLE" --ref "$WORK/ref.npz" \
-    --max-fd-ratio "$MAX_FD_RATIO" -n "$GATE_N" -q
+timeout -k 10 "$T" "$PY" - "$BUNDLE" "$WORK/ref.npz" "$MAX_FD_RATIO" "$GATE_N" "$BACKEND" "$DEVICE" <<'EOF'
+"""The FID gate (export.gate.run_gate) on the graphs the server will run."""
+
+import inspect
+import sys
+
+from export import bundle as bundle_mod
+from export import gate as gate_mod
+from export.errors import ExportError
+
+path, ref, ratio, n, backend, device = sys.argv[1:7]
+kwargs = {}
+if backend != "onnx":
+    if {"backend", "device"} <= set(inspect.signature(gate_mod.run_gate).parameters):
+        kwargs = {"backend": backend, "device": device}
+    else:  # a gate that opens the ONNX graphs only: hand it the served backend's bundle instead
+
+        class Served:
+            def __getattr__(self, name):
+                return getattr(bundle_mod, name)
+
+            @staticmethod
+            def load(p, **_):
+                return bundle_mod.load(p, backend=backend, device=device, require_gate=False)
+
+        gate_mod.bundle_mod = Served()
+try:
+    g = gate_mod.run_gate(path, ref, max_fd_ratio=float(ratio), n=int(n), **kwargs)
+except ExportError as e:
+    print(f"error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
+print(f"gate {g['verdict']}: {g['metric']} {g['distance']:.4g} (threshold {g['threshold']:.4g}, "
+      f"N={g['n']}) on {g['generated_by']}")  # fmt: skip
+raise SystemExit(0 if g["verdict"] == "passed" else 1)
+EOF
 gate_rc=$?
 case $gate_rc in
 0) UNGATED=0 ;;
@@ -206,22 +250,12 @@ case $gate_rc in
 esac
 lap
 
-# -- 4. which backend serves on the GPU ---------------------------------------------------------
-ort_cuda=$("$PY" -c "import onnxruntime as o; print(int('CUDAExecutionProvider' in o.get_available_providers()))" 2>/dev/null || echo 0)
-if [[ $DEVICE == cuda && $ort_cuda == 1 ]]; then
-    BACKEND=onnx
-    echo "gpu_check: onnxruntime has the CUDA provider: serving the ONNX graphs on it"
-else
-    BACKEND=torchscript
-    [[ $DEVICE == cuda ]] &&
-        echo "gpu_check: onnxruntime has no CUDAExecutionProvider (onnxruntime-gpu, 244 MiB, is over the 64 MiB carry limit): serving through TorchScript on CUDA"
-fi
-
-say "4/6 engine on $DEVICE ($BACKEND): timings at batch 1 and 64, parity with the gated graphs"
+# -- 4. engine ----------------------------------------------------------------------------------
+say "4/6 engine on $DEVICE ($BACKEND): timings at batch 1 and 64, parity with the ONNX graphs on CPU"
 limit 180
 timeout -k 10 "$T" "$PY" - "$BUNDLE" "$BACKEND" "$DEVICE" "$WORK/engine.json" <<'EOF' || die "the engine check failed (exit $?; 124: over its $T s)"
 """G then D through the bundle loader (host copies between) vs the fused render graph on the
-device; the device's pixels and logits vs the gated ONNX-on-CPU ones for the same seeds."""
+device; the device's pixels and logits vs the ONNX graphs' on ONNX Runtime CPU, same seeds."""
 
 import json
 import sys
