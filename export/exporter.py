@@ -338,30 +338,29 @@ def _outputs(x) -> tuple[torch.Tensor, ...]:
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
-def _max_diff(spec: GraphSpec, what: str, got, ref, batch: int) -> float:
-    """Largest |got - ref| over the graph's outputs; a shape mismatch is an ExportError."""
+def _max_diff(what: str, names: list[str], got, ref, batch: int) -> float:
+    """Largest |got - ref| over the outputs ``names``; a shape mismatch is an ExportError."""
     got, ref = _outputs(got), _outputs(ref)
     if len(got) != len(ref):
         raise ExportError(
-            f"parity check failed: {what} {spec.name} returns {len(got)} outputs, "
-            f"expected {len(ref)}"
+            f"parity check failed: {what} returns {len(got)} outputs, expected {len(ref)}"
         )
     diff = 0.0
-    for (name, _, _), g, r in zip(spec.outputs, got, ref):
+    for name, g, r in zip(names, got, ref):
         if tuple(g.shape) != tuple(r.shape):
             raise ExportError(
-                f"parity check failed: {what} {spec.name} returns {name} of shape "
-                f"{tuple(g.shape)} at batch {batch}, expected {tuple(r.shape)}"
+                f"parity check failed: {what} returns {name} of shape {tuple(g.shape)} at "
+                f"batch {batch}, expected {tuple(r.shape)}"
             )
         diff = max(diff, float((g.float() - r.float()).abs().max()))
     return diff
 
 
-def _within(spec: GraphSpec, what: str, against: str, diff: float, batch: int) -> None:
+def _within(what: str, against: str, diff: float, batch: int) -> None:
     if not diff <= PARITY_TOL:
         raise ExportError(
-            f"parity check failed: {what} {spec.name} differs from {against} by {diff:.3g} "
-            f"at batch {batch} (tolerance {PARITY_TOL}); no bundle written"
+            f"parity check failed: {what} differs from {against} by {diff:.3g} at batch {batch} "
+            f"(tolerance {PARITY_TOL}); no bundle written"
         )
 
 
@@ -369,14 +368,15 @@ def _within(spec: GraphSpec, what: str, against: str, diff: float, batch: int) -
 def check_parity(spec: GraphSpec, fmt: str, path: Path, make, num_classes: int) -> dict[str, float]:
     run = _runner(fmt, path)
     gen = torch.Generator().manual_seed(1234)
+    names = [n for n, _, _ in spec.outputs]
     out = {}
     for b in PARITY_BATCHES:
         x = spec.example(b, gen, num_classes, make)
         ref = spec.module(*x)
         with _quiet():
             got = run(*x)
-        out[str(b)] = diff = _max_diff(spec, fmt, got, ref, b)
-        _within(spec, fmt, "eager PyTorch", diff, b)
+        out[str(b)] = diff = _max_diff(f"{fmt} {spec.name}", names, got, ref, b)
+        _within(f"{fmt} {spec.name}", "eager PyTorch", diff, b)
     return out
 
 
@@ -401,11 +401,9 @@ def check_fused(
             ref_image = generator(*(x if gen_name == "generator" else x[:1]))
             ref_logit = disc(ref_image, *label)
         for key, got, ref in (("image", image, ref_image), ("logit", logit, ref_logit)):
-            part = GraphSpec(
-                spec.name, spec.module, spec.inputs, [o for o in spec.outputs if o[0] == key]
-            )
-            out[key][str(b)] = diff = _max_diff(part, fmt, got, ref, b)
-            _within(part, fmt, f"its {gen_name} + discriminator graphs ({key})", diff, b)
+            what = f"{fmt} {RENDER} ({key})"
+            out[key][str(b)] = diff = _max_diff(what, [key], got, ref, b)
+            _within(what, f"its {gen_name} + discriminator graphs", diff, b)
     return out
 
 
