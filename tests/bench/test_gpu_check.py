@@ -95,3 +95,45 @@ def test_scripts_pass_shellcheck():
             ["shellcheck", str(REPO / "bench" / script)], capture_output=True, text=True
         )
         assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.slow
+def test_dry_run_on_cpu_runs_every_step(tmp_path):
+    """GPU_CHECK_DEVICE=cpu runs the script's own steps (train, export, gate, engine, a real
+    `bentoml serve`, load at 1 and 64 clients) where there is no GPU, so a change in the CLIs,
+    the gate or bench/serve_load.py that would break it on the GPU machine breaks here first."""
+    import json
+
+    env = {
+        "GPU_CHECK_DEVICE": "cpu",
+        "GPU_CHECK_KIMG": "0.5",
+        "GPU_CHECK_GATE_N": "200",
+        "GPU_CHECK_SECONDS": "1",
+        "GPU_CHECK_WORKERS": "1",
+        "GPU_CHECK_DIR": str(tmp_path / "work"),
+        "OUT": str(tmp_path / "out"),
+    }
+    proc = subprocess.run(
+        ["bash", str(SCRIPT)],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHON": sys.executable, **env},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "DRY RUN on the CPU" in proc.stdout and "Traceback" not in proc.stdout
+    res = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert res["dry_run_on_cpu"] and res["serving_backend"] == "torchscript"
+    assert res["gate"]["verdict"] in ("passed", "failed")
+    assert "torchscript:cpu" in res["gate"]["generated_by"]  # gated on the served backend
+    engine = res["engine"]
+    assert engine["provider"] == "torchscript:cpu"
+    assert engine["fused_img_s_batch64"] > 0 and engine["separate_img_s_batch64"] > 0
+    for parity in (engine["parity_tf32_on"], engine["parity_tf32_off"]):
+        assert parity["image_max_abs_diff"] <= 1e-4 and parity["logit_max_abs_diff"] <= 1e-4
+    serve = res["serve"]
+    assert serve["providers"] == ["torchscript:cpu"]
+    levels = {r["clients"]: r for r in serve["levels"]}
+    assert set(levels) == {1, 64}
+    assert all(r["errors"] == 0 and r["images_per_s"] > 0 for r in levels.values())
+    assert (tmp_path / "out" / "gpu_check.log").read_text().count("== ") >= 6
