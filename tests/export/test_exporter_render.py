@@ -177,7 +177,7 @@ def test_a_fused_graph_that_disagrees_is_refused(tiny_runs, tmp_path, monkeypatc
 
 def test_conditional_stylegan_render_takes_ws_and_label(tmp_path):
     """The model family allows a class-conditional StyleGAN-lite (gan-train does not train one
-    yet): its render graph takes ``ws`` and ``label`` and still matches the separate graphs."""
+    yet): its render graph takes ``ws`` and ``label`` and gives eager synthesis then D."""
     from training.config import ModelConfig
     from training.models import build_models
 
@@ -187,19 +187,20 @@ def test_conditional_stylegan_render_takes_ws_and_label(tmp_path):
     torch.manual_seed(0)
     G, D = (exporter._bake(m) for m in build_models(cfg))
     D.mbstd.freeze(0.5)
-    specs = {s.name: s for s in exporter.graph_specs(G, D, cfg)}
-    render = specs["render"]
+    render = {s.name: s for s in exporter.graph_specs(G, D, cfg)}["render"]
     assert [i[0] for i in render.inputs] == ["ws", "label"]
     assert [o[0] for o in render.outputs] == ["image", "logit"]
-    files = {}
-    for name in ("synthesis", "discriminator", "render"):
-        spec, make = specs[name], exporter._example_maker(specs[name], G, cfg)
-        with torch.no_grad():
-            example = spec.example(2, torch.Generator().manual_seed(0), cfg.num_classes, make)
-        exporter.export_onnx(spec, example, tmp_path / f"{name}.onnx")
-        files[name] = f"{name}.onnx"
     make = exporter._example_maker(render, G, cfg)
-    eager = exporter.check_parity(render, "onnx", tmp_path / "render.onnx", make, 3)
-    fused = exporter.check_fused(render, "onnx", tmp_path, files, make, 3)
-    assert max(eager.values()) <= exporter.PARITY_TOL
-    assert max(max(d.values()) for d in fused.values()) <= exporter.PARITY_TOL
+    with torch.no_grad():
+        example = render.example(2, torch.Generator().manual_seed(0), cfg.num_classes, make)
+    exporter.export_onnx(render, example, tmp_path / "render.onnx")
+    sess = _ort(tmp_path / "render.onnx")
+    assert [i.name for i in sess.get_inputs()] == ["ws", "label"]
+    for n in BATCHES:
+        with torch.no_grad():
+            ws, label = make(n, torch.Generator().manual_seed(n))
+            ref_image = G.synthesis(ws)
+            ref_logit = D(ref_image, label)
+        image, logit = sess.run(None, {"ws": ws.numpy(), "label": label.numpy()})
+        assert np.abs(image - ref_image.numpy()).max() <= 1e-4
+        assert np.abs(logit - ref_logit.numpy()).max() <= 1e-4
