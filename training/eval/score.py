@@ -33,6 +33,7 @@ from training.eval.stats import (
 
 __all__ = [
     "score_images",
+    "score_features",
     "score_generator",
     "generate_images",
     "z_from_seeds",
@@ -253,10 +254,88 @@ def score_images(
         inception_score_of(extractor, None)  # raises: fail before any work
     if labels is not None:
         labels = np.asarray(labels, dtype=np.int64)
+    st, preds, probs = compute_stats(extractor, images, labels, keep=keep)
+    return _score(
+        st,
+        preds,
+        probs,
+        labels,
+        ref,
+        extractor,
+        seed,
+        real_features,
+        real_labels,
+        kid_subsets,
+        kid_subset_size,
+        pr_k,
+        is_splits,
+    )
+
+
+def score_features(
+    features: np.ndarray,
+    labels=None,
+    ref: RefStats | None = None,
+    extractor: Extractor | None = None,
+    preds: np.ndarray | None = None,
+    probs: np.ndarray | None = None,
+    seed: int | None = None,
+    kid_subsets: int = KID_SUBSETS,
+    kid_subset_size: int = KID_SUBSET_SIZE,
+    pr_k: int = PR_K,
+    keep: int = KEEP,
+    is_splits: int = IS_SPLITS,
+) -> dict[str, Any]:
+    """:func:`score_images` on features already extracted with ``extractor`` (from its
+    :meth:`~training.eval.features.Extractor.extract`): one extraction can serve several
+    selections of the same images, as the gate's filters are."""
+    if ref is None:
+        raise EvalError("score_features needs reference statistics (ref=load_ref(path))")
+    if extractor is None:
+        raise EvalError("score_features needs the extractor the features came from")
+    check_compatible(extractor.describe(), ref.extractor)
+    features = np.asarray(features, dtype=np.float32)
+    if labels is not None:
+        labels = np.asarray(labels, dtype=np.int64)
+        if len(labels) != len(features):
+            raise EvalError(f"{len(labels)} labels given for {len(features)} feature rows")
+    st = FeatureStats(dim=extractor.dim, keep=keep)
+    st.update(features, labels)
+    return _score(
+        st,
+        preds,
+        probs,
+        labels,
+        ref,
+        extractor,
+        seed,
+        None,
+        None,
+        kid_subsets,
+        kid_subset_size,
+        pr_k,
+        is_splits,
+    )
+
+
+def _score(
+    st: FeatureStats,
+    preds: np.ndarray | None,
+    probs: np.ndarray | None,
+    labels: np.ndarray | None,
+    ref: RefStats,
+    extractor: Extractor,
+    seed: int | None,
+    real_features: np.ndarray | None,
+    real_labels: np.ndarray | None,
+    kid_subsets: int,
+    kid_subset_size: int,
+    pr_k: int,
+    is_splits: int,
+) -> dict[str, Any]:
     caught: list[str] = []
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        st, preds, probs = compute_stats(extractor, images, labels, keep=keep)
         if st.n < 2:
             raise EvalError(f"need at least 2 images to score, got {st.n}")
         warn_if_singular(st.n, st.dim, "generated sample")
