@@ -72,7 +72,7 @@ def _gate_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--no-filters", action="store_true", help="skip the top-k / DRS variants")
     g.add_argument("--classifier", help="classifier weights for the FD (default: the ref's)")
-    g.add_argument("--kid-subsets", type=int, default=100, help=argparse.SUPPRESS)
+    g.add_argument("--kid-subsets", type=int, default=20, help=argparse.SUPPRESS)
     g.add_argument(
         "--to-bentoml", action="store_true", help="import into the BentoML store if passed"
     )

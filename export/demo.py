@@ -26,6 +26,9 @@ from pathlib import Path
 from export.errors import BundleError
 
 RESOLUTION = 32
+# Filter calibration samples per bundle. The DRS/top-k calibration does not enter the gate's
+# verdict; 2,000 instead of gan-export's 10,000 saves most of the StyleGAN-lite export time.
+CALIBRATION_N = 2000
 
 
 def _bin(name: str) -> str:
@@ -100,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                 "--out",
                 str(bundle),
                 "--overwrite",
+                "--calibration-n",
+                str(CALIBRATION_N),
                 "--gate",
                 "--ref",
                 str(ref),

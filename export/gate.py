@@ -11,7 +11,10 @@ models, conditional accuracy ≥ A and the minimum per-class recall ≥ C. Each 
 
 Cost: one pass over the candidate seeds generates each image once, runs D on it once (for the
 filters) and extracts its features once; the raw, top-k and DRS figures are selections of that
-pool. (Before: each variant regenerated and re-scored its images.)
+pool. The filters are scored on N/2 selected images, so that top-k's 2 × N/2 candidates are the raw
+N and DRS needs only a few hundred more: the filters add about 10% to the raw cost. (Before: each
+variant generated and scored its own images, about 5 N images in all.) The filters do not enter
+the verdict.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ CHUNK = 500
 GRID_FILE = "gate_samples.png"
 REPORT_FILE = "gate.md"
 GRID_COLUMNS = 8
+# KID is reported, not a rule: 20 subsets (not 100) keep its mean and std readable at a fifth of
+# its cost, which was half of the scoring time (2.9 of 5.3 s per variant at N = 5,000).
+KID_SUBSETS = 20
 QUANTISATION = "uint8 pixels as served: export.images.to_uint8 (clip(rint((x + 1) * 127.5)))"
 
 
@@ -282,12 +288,13 @@ def _summary(res: dict[str, Any], rules: list[dict[str, Any]]) -> dict[str, Any]
 def real_floor(S, ref, extractor, n: int) -> dict[str, Any]:
     """FD of real train-split images against the reference: the best a generator could score."""
     from training.datasets import load_dataset
+    from training.eval.fid import frechet_distance
 
     ds = load_dataset(ref.dataset, ref.resolution, "train")
     idx = S.subset_indices(len(ds), min(n, len(ds)), seed=0, what="train split")
-    batches = (x for x, _ in S.dataset_images(ds, idx))
-    res = S.score_images(batches, None, ref=ref, extractor=extractor, kid_subsets=10)
-    return {"fd": res["fd"], "n": res["n"], "split": "train"}
+    # Only the distance is needed (not KID or precision/recall): 1/3 of a full score's cost.
+    st, _, _ = S.compute_stats(extractor, (x for x, _ in S.dataset_images(ds, idx)), keep=0)
+    return {"fd": frechet_distance(st.mu, st.sigma, ref.mu, ref.sigma), "n": st.n, "split": "train"}
 
 
 def preflight(
@@ -454,13 +461,15 @@ def run_gate(
     seed0: int = 0,
     with_filters: bool = True,
     extractor=None,
-    kid_subsets: int = 100,
+    kid_subsets: int = KID_SUBSETS,
     progress=None,
     classifier: str | Path | None = None,
     progress_bar: bool = False,
+    filter_n: int | None = None,
 ) -> dict[str, Any]:
     """Run the gate on a bundle folder; write the report, its grids and ``gate.json`` (each
-    atomically, gate.json last). Returns gate.json's dict."""
+    atomically, gate.json last). ``filter_n``: images scored per filter (default N/2).
+    Returns gate.json's dict."""
     say = progress or (lambda msg: None)
     rules = rules or GateRules()
     rules.check()
@@ -480,10 +489,13 @@ def run_gate(
     if with_filters and not cal:
         raise ExportError("the bundle has no DRS calibration; re-export it")
 
-    expected = n * (TOPK_OVERSAMPLE if with_filters else 1)
-    if with_filters:  # DRS usually needs a little more than top-k's 2N
+    filter_n = max(2, n // TOPK_OVERSAMPLE) if filter_n is None else int(filter_n)
+    if not 2 <= filter_n <= n:
+        raise ExportError(f"filter_n must be in [2, N = {n}], got {filter_n}")
+    expected = n
+    if with_filters:
         rate = float(cal.get("expected_acceptance") or 0.5)
-        expected = max(expected, int(n / max(rate, 1e-3) * 1.1))
+        expected = max(n, TOPK_OVERSAMPLE * filter_n, int(filter_n / max(rate, 1e-3) * 1.1))
     bar = _progress_bar(-(-expected // CHUNK) * CHUNK, progress_bar)
     pool = CandidatePool(b, extractor, seed0, bar)
     say(
@@ -495,8 +507,8 @@ def run_gate(
         pool.grow_to(n, with_logits=with_filters)
         picks["raw"] = (np.arange(n), {})
         if with_filters:
-            picks["top_k"] = topk_pick(pool, n)
-            picks["drs"] = drs_pick(pool, n, cal)
+            picks["top_k"] = topk_pick(pool, filter_n)
+            picks["drs"] = drs_pick(pool, filter_n, cal)
     finally:
         if bar is not None:
             bar.close()
@@ -560,6 +572,7 @@ def run_gate(
         "is_metric": (raw["is"] or {}).get("metric"),
         "class_names": b.class_names if conditional else None,
         "n": n,
+        "filter_n": filter_n if with_filters else None,
         "kid_subsets": kid_subsets,
         "seeds": f"{seed0}-{seed0 + n - 1}",
         "truncation": 1.0,
