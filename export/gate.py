@@ -350,7 +350,7 @@ def _grid(pool: CandidatePool, idx: np.ndarray, num_classes: int) -> np.ndarray:
     else:
         u8 = np.concatenate(pool.pixels)[idx[: GRID_COLUMNS * GRID_COLUMNS]]
         ncol = GRID_COLUMNS
-    grid = images.make_grid(to_model_range(u8), nrow=ncol)
+    grid = images.make_grid(to_model_range(u8), nrow=ncol, pad_value=96)  # grey: tiles stand out
     scale = max(1, 96 // pool.b.resolution)  # 32² tiles → 3×: readable in a report
     return np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
 

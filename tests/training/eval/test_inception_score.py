@@ -59,3 +59,53 @@ def test_soft_predictions_match_the_definition():
 def test_bad_tables_are_refused(probs, splits, match):
     with pytest.raises(EvalError, match=match):
         inception_score(probs, splits)
+
+
+class FeaturesOnly:
+    """The dataset classifier's features without its class probabilities (a features-only
+    extractor, as a user-supplied one may be)."""
+
+    def __new__(cls, base):
+        from training.eval.features import Extractor
+
+        class _FeaturesOnly(Extractor):
+            name, id, sha256 = base.name, base.id, base.sha256
+            preprocessing, dim, metric = base.preprocessing, base.dim, base.metric
+            class_names = base.class_names
+
+            def _forward(self, x):
+                return base._forward(x)[0], None
+
+        return _FeaturesOnly()
+
+
+def test_is_of_a_features_only_extractor_is_a_clear_error(digits_extractor, digits_ref_train):
+    from training.eval.score import score_images
+
+    ext = FeaturesOnly(digits_extractor)
+    x = np.zeros((20, 1, 32, 32), np.float32)
+    out = score_images(x, ref=digits_ref_train, extractor=ext, kid_subsets=2)
+    assert out["is"] is None  # not asked for: simply not reported
+    with pytest.raises(EvalError, match="needs class probabilities.*features only"):
+        score_images(x, ref=digits_ref_train, extractor=ext, require_is=True)
+
+
+def test_gan_eval_score_is_exits_2_for_a_features_only_extractor(
+    digits_extractor, digits_ref_train, tmp_path, monkeypatch, capsys
+):
+    import training.eval.score as S
+    from tests.training.eval.test_cli import make_run
+    from training.eval.cli import main
+
+    run = make_run(tmp_path, 32)
+    ref = tmp_path / "ref.npz"
+    digits_ref_train.save(ref)
+    rc = main(["score", str(run), "--ref", str(ref), "-n", "20", "--is"])
+    out = capsys.readouterr()
+    assert rc == 0 and '"metric": "IS-classifier"' in out.out
+    monkeypatch.setattr(S, "extractor_for_ref", lambda ref, **kw: FeaturesOnly(digits_extractor))
+    rc = main(["score", str(run), "--ref", str(ref), "-n", "20", "--is"])
+    out = capsys.readouterr()
+    assert rc == 2 and out.out == "" and "Traceback" not in out.err
+    assert out.err.startswith("error: the Inception Score needs class probabilities")
+    assert "'classifier:digits' gives features only" in out.err
