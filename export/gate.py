@@ -466,16 +466,26 @@ def run_gate(
     classifier: str | Path | None = None,
     progress_bar: bool = False,
     filter_n: int | None = None,
+    max_fd: float | None = None,
+    max_fd_ratio: float | None = None,
+    backend: str = "onnx",
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Run the gate on a bundle folder; write the report, its grids and ``gate.json`` (each
     atomically, gate.json last). ``filter_n``: images scored per filter (default N/2).
+    ``max_fd`` / ``max_fd_ratio``: shorthand for the default rules with that distance rule.
+    ``backend`` / ``device``: the graphs to gate (those the server will run).
     Returns gate.json's dict."""
     say = progress or (lambda msg: None)
+    if max_fd is not None or max_fd_ratio is not None:
+        if rules is not None:
+            raise ExportError("give either rules= or max_fd / max_fd_ratio, not both")
+        rules = GateRules.make(max_fd=max_fd, max_fd_ratio=max_fd_ratio)
     rules = rules or GateRules()
     rules.check()
     t0 = time.perf_counter()
     bundle_path = Path(bundle_path)
-    b = bundle_mod.load(bundle_path, backend="onnx", device="auto", require_gate=False)
+    b = bundle_mod.load(bundle_path, backend=backend, device=device, require_gate=False)
     ds = (b.manifest.get("dataset") or {}).get("dataset")
     S, ref, extractor = preflight(ref_path, ds, b.resolution, rules, n, extractor, classifier)
     cost: dict[str, float] = {}

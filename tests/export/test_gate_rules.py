@@ -161,6 +161,13 @@ def test_collapsed_generator_is_refused_by_the_recall_rules(
     assert on_disk["failed_rules"] == gate["failed_rules"]
     report = (collapsed / "gate.md").read_text()
     assert "**Verdict: FAILED** — failed: " in report and "min_class_recall" in report
+    # The distance-only shorthand keeps the other default rules.
+    with one_torch_thread():
+        short = run_gate(
+            collapsed, digits_ref, max_fd=1e9, n=300, with_filters=False, extractor=digits_extractor
+        )
+    assert short["thresholds"] == GateRules.make(max_fd=1e9).to_dict()
+    assert "fd" not in short["failed_rules"] and "recall" in short["failed_rules"]
 
 
 def test_cli_names_each_failing_rule_and_bad_thresholds_write_nothing(
