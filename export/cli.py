@@ -1,7 +1,7 @@
 """``gan-export``: training run -> verified bundle, the FID gate, the BentoML model store.
 
-    gan-export runs/NAME --out bundles/NAME [--formats onnx,torchscript] [--gate --ref REF.npz --max-fd X]
-    gan-export gate bundles/NAME --ref REF.npz --max-fd X | --max-fd-ratio R [-n 10000]
+    gan-export runs/NAME --out bundles/NAME [--formats onnx,torchscript] [--gate --ref REF.npz]
+    gan-export gate bundles/NAME --ref REF.npz [--max-fd-ratio 6 | --max-fd X] [--min-recall 0.6 ...]
     gan-export push bundles/NAME          # import a passing bundle into the BentoML store
     gan-export list                       # bundles in the BentoML store
 
@@ -31,19 +31,48 @@ def _positive_int(text: str) -> int:
     return v
 
 
+GATE_RULE_FLAGS = (
+    "max_fd",
+    "max_fd_ratio",
+    "min_precision",
+    "min_recall",
+    "min_cond_accuracy",
+    "min_class_recall",
+)
+
+
 def _gate_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("gate")
+    from export.gate import DEFAULT_N, GateRules
+
+    d = GateRules()
+    g = p.add_argument_group("gate (a bundle passes only if it meets every rule)")
     g.add_argument("--ref", help="reference statistics .npz (gan-eval stats)")
-    g.add_argument("--max-fd", type=float, help="pass if the distance is <= X")
+    g.add_argument("--max-fd", type=float, help="distance <= X (instead of --max-fd-ratio)")
     g.add_argument(
-        "--max-fd-ratio", type=float, help="pass if the distance is <= R x the real-vs-real floor"
+        "--max-fd-ratio",
+        type=float,
+        help=f"distance <= R x the real-vs-real floor (default {d.max_fd_ratio:g})",
     )
     g.add_argument(
-        "-n", "--num", type=_positive_int, default=10_000, help="samples (default 10000)"
+        "--min-precision", type=float, help=f"precision >= P (default {d.min_precision:g})"
+    )
+    g.add_argument("--min-recall", type=float, help=f"recall >= R (default {d.min_recall:g})")
+    g.add_argument(
+        "--min-cond-accuracy",
+        type=float,
+        help=f"conditional models: class accuracy >= A (default {d.min_cond_accuracy:g})",
+    )
+    g.add_argument(
+        "--min-class-recall",
+        type=float,
+        help=f"conditional models: every class's recall >= C (default {d.min_class_recall:g})",
+    )
+    g.add_argument(
+        "-n", "--num", type=_positive_int, default=DEFAULT_N, help=f"samples (default {DEFAULT_N})"
     )
     g.add_argument("--no-filters", action="store_true", help="skip the top-k / DRS variants")
     g.add_argument("--classifier", help="classifier weights for the FD (default: the ref's)")
-    g.add_argument("--kid-subsets", type=int, default=100, help=argparse.SUPPRESS)
+    g.add_argument("--kid-subsets", type=int, default=20, help=argparse.SUPPRESS)
     g.add_argument(
         "--to-bentoml", action="store_true", help="import into the BentoML store if passed"
     )
@@ -91,29 +120,42 @@ def _say(quiet: bool):
     return (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
+def _rules(args):
+    from export.gate import GateRules
+
+    return GateRules.make(**{k: getattr(args, k) for k in GATE_RULE_FLAGS})
+
+
 def _gate(bundle: Path, args, say) -> int:
     from export.gate import run_gate
 
     gate = run_gate(
         bundle,
         args.ref,
-        max_fd=args.max_fd,
-        max_fd_ratio=args.max_fd_ratio,
+        rules=_rules(args),
         n=args.num,
         with_filters=not args.no_filters,
         kid_subsets=args.kid_subsets,
         classifier=args.classifier,
         progress=say,
+        progress_bar=not args.quiet,
     )
-    filt = ", ".join(f"{k} {v['distance']:.4g}" for k, v in gate["filters"].items())
-    print(
-        f"gate {gate['verdict']}: {gate['metric']} {gate['distance']:.4g} "
-        f"(threshold {gate['threshold']:.4g}, N={gate['n']})"
-        + (f"; with filters: {filt}" if filt else "")
-    )
+    print(f"gate {gate['verdict']}: {bundle.name}, N={gate['n']}, {gate['metric']}")
+    for r in gate["rules"]:
+        print(f"  {'pass' if r['passed'] else 'FAIL'}  {r['text']}")
+    if gate.get("is"):
+        print(f"  info  {gate['is']['metric']} {gate['is']['mean']:.3g} ± {gate['is']['std']:.2g}")
+    for k, v in gate["filters"].items():
+        failed = ", ".join(v["failed_rules"]) or "none"
+        print(
+            f"  with {k}: distance {v['distance']:.4g}, precision {v['precision']:.3g}, "
+            f"recall {v['recall']:.3g}; failed rules: {failed}"
+        )
+    print(f"  report: {bundle / gate['report']}")
     if gate["verdict"] != "passed":
         print(
-            f"error: the gate failed: {bundle} is not deployable (see {bundle / 'gate.json'})",
+            f"error: the gate failed ({', '.join(gate['failed_rules'])}): {bundle} is not "
+            f"deployable (see {bundle / 'gate.json'} and {bundle / gate['report']})",
             file=sys.stderr,
         )
         return 1
@@ -128,7 +170,7 @@ def _check_gate_request(args) -> None:
     if args.to_bentoml and not args.gate:
         raise ExportError("--to-bentoml needs --gate (only a passing bundle can be imported)")
     if not args.gate:
-        for opt in ("ref", "max_fd", "max_fd_ratio"):
+        for opt in ("ref", *GATE_RULE_FLAGS):
             if getattr(args, opt) is not None:
                 flag = "--" + opt.replace("_", "-")
                 raise ExportError(f"{flag} is a gate option: add --gate to run the gate")
@@ -152,8 +194,7 @@ def run_export(args) -> int:
             args.ref,
             ds,
             cfg["model"]["resolution"],
-            args.max_fd,
-            args.max_fd_ratio,
+            _rules(args),
             args.num,
             classifier=args.classifier,
         )
@@ -181,6 +222,7 @@ def run_command(args) -> int:
     if args.command == "gate":
         if args.ref is None:
             raise ExportError("gate needs --ref REF.npz (reference statistics from gan-eval stats)")
+        _rules(args)  # bad thresholds: exit 2 before the bundle is opened
         return _gate(Path(args.bundle), args, _say(args.quiet))
     if args.command == "push":
         from export.store import push

@@ -89,9 +89,9 @@ def test_export_bad_inputs(tiny_runs, tmp_path, capsys, digits_extractor):
     )
     _expect_error(
         export_main,
-        [good, "--out", out, "--gate", "--ref", tmp_path / "x.npz"],
+        [good, "--out", out, "--gate", "--ref", tmp_path / "x.npz", "--max-fd-ratio", "-1"],
         capsys,
-        "one threshold",
+        "--max-fd-ratio must be a positive number, got -1",
     )
     assert not out.exists() and _leftovers(tmp_path) == []
 

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 from export.demo import _gate_is_current
+from export.gate import DEFAULT_N, GateRules
 from training.checkpoint import latest_checkpoint
+
+
+def _as_if_default_rules(bundle, dst):
+    """A copy of ``bundle`` whose passing gate.json says it was made with the default rules."""
+    shutil.copytree(bundle, dst)
+    gate = json.loads((dst / "gate.json").read_text())
+    gate.update(thresholds=GateRules().to_dict(), n=DEFAULT_N)
+    (dst / "gate.json").write_text(json.dumps(gate))
+    return dst
 
 
 def test_gate_is_current_only_for_a_passing_gate_of_the_latest_checkpoint(
     gated_bundle, tiny_runs, tmp_path
 ):
     run = tiny_runs["dcgan"]
-    assert _gate_is_current(gated_bundle("dcgan", passing=True), run)
+    current = _as_if_default_rules(gated_bundle("dcgan", passing=True), tmp_path / "b")
+    assert _gate_is_current(current, run)
+    # Passed, but under looser rules than the demo's defaults: gated again.
+    assert not _gate_is_current(gated_bundle("dcgan", passing=True), run)
     # A failed gate is never reused: the demo exports and gates again.
     assert not _gate_is_current(gated_bundle("dcgan", passing=False), run)
 
@@ -22,7 +36,7 @@ def test_gate_is_current_only_for_a_passing_gate_of_the_latest_checkpoint(
     last = latest_checkpoint(newer_run)
     step = int(last.stem.split("-")[1])
     shutil.copy(last, last.with_name(f"ckpt-{step + 1:08d}.pt"))
-    assert not _gate_is_current(gated_bundle("dcgan", passing=True), newer_run)
+    assert not _gate_is_current(current, newer_run)
 
 
 def test_gate_is_current_is_false_without_a_gate(tiny_bundles, tiny_runs):

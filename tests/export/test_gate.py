@@ -1,22 +1,31 @@
-"""The FID gate measures the exported ONNX generator: a trained digits model passes, an untrained
-one with the same architecture fails at the same threshold."""
+"""The gate measures the exported ONNX generator as the server delivers it (8-bit pixels): a
+trained digits model passes, an untrained one with the same architecture fails at the same
+threshold; its score equals the score of the PNGs the encoder writes; it writes a readable report."""
 
+import io
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from export import bundle as bundle_mod
+from export import images, sampling
 from export.cli import main as export_main
 from export.errors import BundleError
 from export.exporter import export_run
-from export.gate import run_gate
+from export.gate import GateRules, run_gate
 from tests.conftest import one_torch_thread, train_run
+from training.eval.score import load_ref, score_images
 
 # Same architecture for both; "untrained" = one step. FD-classifier measured at N=500 with the
 # 2-epoch test classifier: trained (20 kimg) ~45, untrained ~185, real-vs-real floor ~1.2.
 ARCH = {"g_width": 16, "d_width": 16, "latent_dim": 32, "batch_size": 64}
 THRESHOLD = 100.0
 N = 500
+# These tests are about the distance rule and the mechanics: the other rules are off here (each
+# rule is tested alone in test_gate_rules.py).
+ONLY_FD = {"min_precision": 0, "min_recall": 0, "min_cond_accuracy": 0, "min_class_recall": 0}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +47,7 @@ def test_gate_passes_trained_and_fails_untrained(
         gate = run_gate(
             dcgan_pair["trained"],
             digits_ref,
-            max_fd=THRESHOLD,
+            rules=GateRules.make(max_fd=THRESHOLD, **ONLY_FD),
             n=N,
             extractor=digits_extractor,
             kid_subsets=10,
@@ -61,7 +70,7 @@ def test_gate_passes_trained_and_fails_untrained(
         rel = run_gate(
             dcgan_pair["trained"],
             digits_ref,
-            max_fd_ratio=1000.0,
+            rules=GateRules.make(max_fd_ratio=1000.0, **ONLY_FD),
             n=N,
             with_filters=False,
             extractor=digits_extractor,
@@ -80,6 +89,7 @@ def test_gate_passes_trained_and_fails_untrained(
                 str(digits_ref),
                 "--max-fd",
                 str(THRESHOLD),
+                *[x for k, v in ONLY_FD.items() for x in ("--" + k.replace("_", "-"), str(v))],
                 "-n",
                 str(N),
                 "--no-filters",
@@ -92,8 +102,92 @@ def test_gate_passes_trained_and_fails_untrained(
         )
     out = capsys.readouterr()
     assert rc == 1 and "gate failed" in out.out and "not deployable" in out.err
+    assert "FAIL  fd" in out.out and "the gate failed (fd)" in out.err
     failed = json.loads((dcgan_pair["untrained"] / "gate.json").read_text())
     assert failed["verdict"] == "failed" and failed["distance"] > THRESHOLD
     with pytest.raises(BundleError, match="gate failed"):
         bundle_mod.load(dcgan_pair["untrained"])
     assert not bundle_mod.load(dcgan_pair["untrained"], require_gate=False).deployable
+
+
+def _decoded_pngs(b, seeds) -> np.ndarray:
+    """What a client gets: each image through the encoder's to_uint8 + encode_png, read by PIL."""
+    x = sampling.generate(b, seeds, sampling.labels_for_seeds(seeds, b.num_classes))
+    out = []
+    for pic in images.to_uint8(x):
+        arr = np.asarray(Image.open(io.BytesIO(images.encode_png(pic))))
+        out.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+    return np.stack(out).astype(np.float32) / 127.5 - 1.0, x
+
+
+KEYS = ("fd", "kid_mean", "precision", "recall", "cond_accuracy", "per_class_recall")
+
+
+def test_gate_scores_exactly_the_pngs_the_encoder_writes(
+    tiny_bundles, digits_ref, digits_extractor, tmp_path
+):
+    import shutil
+
+    bundle = tmp_path / "cgan"
+    shutil.copytree(tiny_bundles["cgan"], bundle)
+    n = 200
+    with one_torch_thread():
+        gate = run_gate(
+            bundle,
+            digits_ref,
+            rules=GateRules.make(max_fd=1e9, **ONLY_FD),
+            n=n,
+            with_filters=False,
+            extractor=digits_extractor,
+            kid_subsets=10,
+        )
+        b = bundle_mod.load(bundle, require_gate=False)
+        seeds = list(range(n))
+        decoded, floats = _decoded_pngs(b, seeds)
+        labels = sampling.labels_for_seeds(seeds, b.num_classes)
+        ref = load_ref(digits_ref)
+        png = score_images(decoded, labels, ref=ref, extractor=digits_extractor, kid_subsets=10)
+        raw = score_images(floats, labels, ref=ref, extractor=digits_extractor, kid_subsets=10)
+    for key in KEYS:
+        assert gate[key] == pytest.approx(png[key], rel=1e-6, abs=1e-9), key
+    assert gate["is"]["metric"] == png["is"]["metric"] == "IS-classifier"
+    assert gate["is"]["mean"] == pytest.approx(png["is"]["mean"], rel=1e-6)
+    print(f"\ngate FD {gate['fd']:.6f} = PNG FD {png['fd']:.6f}; float images {raw['fd']:.6f}")
+    assert raw["fd"] != png["fd"]  # quantisation is applied (and measurable)
+    assert gate["quantised"].startswith("uint8")
+
+
+def test_report_has_rules_figures_and_one_grid_row_per_class(
+    tiny_bundles, digits_ref, digits_extractor, tmp_path
+):
+    import shutil
+
+    bundle = tmp_path / "cgan"
+    shutil.copytree(tiny_bundles["cgan"], bundle)
+    with one_torch_thread():
+        gate = run_gate(
+            bundle,
+            digits_ref,
+            rules=GateRules.make(max_fd=1e9, **ONLY_FD),
+            n=300,
+            extractor=digits_extractor,
+            kid_subsets=10,
+        )
+    assert set(gate["grids"]) == {"raw", "top_k", "drs"}
+    report = (bundle / gate["report"]).read_text()
+    for text in ("**Verdict: PASSED**", "| fd |", "| raw |", "| top_k |", "| drs |"):
+        assert text in report, text
+    assert "IS-classifier" in report and "Per-class recall" in report
+    res = bundle_mod.load(bundle).resolution
+    scale = max(1, 96 // res)
+    for name, file in gate["grids"].items():
+        assert f"![{name}]({file})" in report
+        w, h = Image.open(bundle / file).size
+        # 10 classes -> 10 rows, 8 seeds each (2 px padding), upscaled for reading.
+        assert (w, h) == (scale * (8 * (res + 2) + 2), scale * (10 * (res + 2) + 2)), name
+    # The filters are scored on their own selections of the candidate pool.
+    # Filters: N/2 images each, selected from the same candidate pool as the raw N.
+    assert gate["filters"]["top_k"]["n"] == gate["filters"]["drs"]["n"] == 150
+    assert gate["filters"]["top_k"]["candidates"] == 300
+    assert 0 < gate["filters"]["drs"]["acceptance_rate"] < 1
+    assert gate["candidates"] >= 300 and set(gate["cost_seconds"]) >= {"generate", "features"}

@@ -3,7 +3,7 @@
     gan-eval train-classifier --dataset digits [--out PATH]
     gan-eval stats --dataset digits --features classifier --split heldout --out refs/digits.npz
     gan-eval floor --dataset digits -n 1000
-    gan-eval score runs/demo --ref refs/digits.npz -n 1000 --seed 0
+    gan-eval score runs/demo --ref refs/digits.npz -n 1000 --seed 0 [--is]
 
 Results are one JSON object on stdout; progress and warnings go to stderr. User mistakes print
 ``error: ...`` and exit 2 without a traceback.
@@ -203,6 +203,7 @@ def cmd_score(args) -> dict[str, Any]:
         extractor=ext,
         dataset=dataset,
         batch=args.batch,
+        require_is=args.require_is,
     )
     _log(f"scored {args.n} images in {time.perf_counter() - t0:.1f} s")
     out["run"] = {
@@ -258,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="first seed (seeds S .. S+N-1)")
     c.add_argument("--which", choices=["latest", "best"], default="latest")
     c.add_argument("--batch", type=int, default=500)
+    c.add_argument(
+        "--is",
+        dest="require_is",
+        action="store_true",
+        help="fail (exit 2) unless the Inception Score can be computed; it is reported whenever "
+        "the extractor has class probabilities (IS-classifier, or IS with the FID Inception)",
+    )
     _add_extractor_args(c, features=False)
     c.set_defaults(func=cmd_score)
     return p

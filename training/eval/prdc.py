@@ -49,6 +49,57 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
     return precision, recall
 
 
+def recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> float:
+    """Share of ``real`` rows inside the ``fake`` manifold (recall alone)."""
+    fake = np.asarray(fake, dtype=np.float64)
+    return _coverage(np.asarray(real, dtype=np.float64), fake, knn_radii(fake, k))
+
+
+def balanced_draws(n_real: int, n_fake: int, max_draws: int, rng: np.random.Generator):
+    """Index pairs (real, fake) of equal size m = min(n_real, n_fake): the larger set is cut into
+    up to ``max_draws`` disjoint random subsets of size m, the smaller one is used whole."""
+    m = min(n_real, n_fake)
+    big = max(n_real, n_fake)
+    draws = max(1, min(max_draws, big // m))
+    perm = rng.permutation(big)
+    whole = np.arange(m)
+    for d in range(draws):
+        part = np.sort(perm[d * m : (d + 1) * m])
+        yield (whole, part) if n_fake >= n_real else (part, whole)
+
+
+def balanced_precision_recall(
+    real: np.ndarray, fake: np.ndarray, k: int = 3, max_draws: int = 10, seed: int = 1
+) -> tuple[float, float, int]:
+    """(precision, recall, draws): the mean over disjoint equal-size draws of the larger set.
+
+    Both figures are defined at equal set sizes (recall grows with the number of generated
+    samples); averaging the draws keeps that definition and cuts its sampling noise: the gate's
+    rules compare these numbers with thresholds."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    ps, rs = [], []
+    for ri, fi in balanced_draws(len(real), len(fake), max_draws, rng):
+        p, r = precision_recall(real[ri], fake[fi], k)
+        ps.append(p)
+        rs.append(r)
+    return float(np.mean(ps)), float(np.mean(rs)), len(ps)
+
+
+def balanced_recall(
+    real: np.ndarray, fake: np.ndarray, k: int = 3, max_draws: int = 10, seed: int = 1
+) -> float:
+    """Recall alone, averaged like :func:`balanced_precision_recall`."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    return float(
+        np.mean(
+            [
+                recall(real[ri], fake[fi], k)
+                for ri, fi in balanced_draws(len(real), len(fake), max_draws, rng)
+            ]
+        )
+    )
+
+
 def mean_pairwise_distance(x: np.ndarray) -> float:
     """Mean Euclidean distance over all pairs of distinct rows (NaN for fewer than 2 rows)."""
     x = np.asarray(x, dtype=np.float64)
