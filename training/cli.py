@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--r1-every", type=int, help="lazy R1 interval in steps (default 16)")
     a("--label-smoothing", type=float, help="one-sided label smoothing, e.g. 0.1")
     a("--instance-noise", type=float, help="instance noise sigma at the start, annealed to 0")
+    a("--augment",
+      help="DiffAugment policies for every image D sees, comma-separated: "
+      "color, brightness, saturation, contrast, translation, cutout; none = off")  # fmt: skip
+    a("--xflip", action=argparse.BooleanOptionalAction, default=None,
+      help="random left-right flips of D's inputs (off; digits are not mirror-symmetric)")  # fmt: skip
     a("--ema-kimg", type=float, help="G_ema half-life in kimg (default 10)")
     a("--style-mixing", type=float, help="stylegan style-mixing probability (default 0.9)")
     a("--g-width", type=int, help="generator width at its last layer (pytorch/examples ngf)")
@@ -60,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--latent-dim", type=int, help="size of z (default 100)")
     a("--w-dim", type=int, help="stylegan: size of w (default 128)")
     a("--spectral-norm", action="store_true", default=None, help="spectral norm in D")
+    a(
+        "--g-cond",
+        help="cgan: concat (label embedding joined to z) | cbn (class-conditional BatchNorm)",
+    )
     a("--d-norm", help="batch | none: normalisation in the DCGAN/cGAN discriminator")
     a("--device", help="auto | cpu | cuda (auto: cuda when available, with bf16 AMP)")
     a("--precision", help="auto | fp32 | bf16")
