@@ -14,7 +14,7 @@ from training.errors import UserError
 
 MODEL_KINDS = ("dcgan", "cgan", "stylegan")
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 128
-G_COND = ("concat", "cbn")
+G_COND = ("concat", "cbn", "cbn+concat")
 
 
 @dataclass

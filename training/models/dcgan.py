@@ -134,7 +134,14 @@ class CBNGenerator(nn.Module):
         self.cfg = cfg
         res = 4
         c = _width(cfg, cfg.g_width, res)
-        convs = [nn.ConvTranspose2d(cfg.latent_dim, c, 4, 1, 0, bias=False)]
+        # "cbn+concat" also joins a label embedding to z (as BigGAN feeds its class embedding
+        # to every layer and z): the class shapes the image from the first layer on.
+        self.embed = None
+        in_dim = cfg.latent_dim
+        if cfg.g_cond == "cbn+concat":
+            self.embed = nn.Embedding(cfg.num_classes, min(50, cfg.latent_dim))
+            in_dim += self.embed.embedding_dim
+        convs = [nn.ConvTranspose2d(in_dim, c, 4, 1, 0, bias=False)]
         norms = [ConditionalBatchNorm2d(c, cfg.num_classes)]
         while res * 2 < cfg.resolution:
             res *= 2
@@ -146,6 +153,8 @@ class CBNGenerator(nn.Module):
         self.to_image = nn.ConvTranspose2d(c, cfg.channels, 4, 2, 1, bias=False)
 
     def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(label)], dim=1)
         x = z[:, :, None, None]
         for conv, norm in zip(self.convs, self.norms):
             x = torch.relu(norm(conv(x), label))
