@@ -53,6 +53,7 @@ class Extractor:
     preprocessing: dict[str, Any] = {}
     dim: int = 0
     metric: str = ""  # the distance's name in output: "FD-classifier" or "FID"
+    is_metric: str = ""  # the Inception Score's name ("IS-classifier", "IS"); "" = no class probs
     note: str = ""
     class_names: list[str] = []
     batch: int = BATCH  # images per forward pass
@@ -69,23 +70,41 @@ class Extractor:
 
     @property
     def can_predict(self) -> bool:
+        """True when the logits are over the dataset's own classes (conditional accuracy)."""
         return False
 
+    @property
+    def has_class_probabilities(self) -> bool:
+        """True when :meth:`_forward` gives logits whose softmax an Inception Score can use."""
+        return bool(self.is_metric)
+
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A batch in [-1, 1] -> (features, class logits or None)."""
         raise NotImplementedError
 
-    def features_and_predictions(self, images: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        """Features and (when the extractor is a classifier) predicted classes, in one pass."""
-        feats, preds = [], []
+    def extract(self, images: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(features, predicted dataset classes or None, class probabilities or None), one pass."""
+        feats, preds, probs = [], [], []
         with torch.inference_mode():
             for b in as_batches(images, self.batch):
                 f, logits = self._forward(_to_tensor(b))
                 feats.append(f.numpy().astype(np.float32, copy=False))
-                if logits is not None:
+                if logits is not None and self.can_predict:
                     preds.append(logits.argmax(1).numpy())
+                if logits is not None and self.has_class_probabilities:
+                    probs.append(torch.softmax(logits.double(), 1).numpy())
         if not feats:
             raise EvalError("no images given")
-        return np.concatenate(feats), (np.concatenate(preds) if preds else None)
+        return (
+            np.concatenate(feats),
+            np.concatenate(preds) if preds else None,
+            np.concatenate(probs) if probs else None,
+        )
+
+    def features_and_predictions(self, images: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """Features and (when the extractor is a classifier) predicted classes, in one pass."""
+        f, preds, _ = self.extract(images)
+        return f, preds
 
     def features(self, images: Any) -> np.ndarray:
         return self.features_and_predictions(images)[0]
@@ -101,6 +120,7 @@ class ClassifierExtractor(Extractor):
 
     name = "classifier"
     metric = "FD-classifier"
+    is_metric = "IS-classifier"
 
     def __init__(self, path: str | Path):
         from training.eval.classifier import load_classifier

@@ -116,11 +116,12 @@ def default_weights_path() -> Path:
 
 
 class InceptionExtractor(Extractor):
-    """pool3 features of the FID Inception-v3 (metric name: FID)."""
+    """pool3 features of the FID Inception-v3 (metric name: FID) and its 1008-way logits (IS)."""
 
     name = "inception"
     id = "inception-v3-fid-tf2015"
     metric = "FID"
+    is_metric = "IS"
     dim = 2048
     preprocessing = PREPROCESSING
     batch = 32  # 299x299 activations: keep memory bounded
@@ -154,10 +155,12 @@ class InceptionExtractor(Extractor):
         self.sha256 = sha
         self.path = path
 
-    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = F.interpolate(
             x.clamp(-1, 1), size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False
         )
-        return pool3(self.net, x), None
+        f = pool3(self.net, x)
+        # The 1008-way ImageNet logits (dropout is off in eval): what the Inception Score uses.
+        return f, self.net.fc(f)

@@ -49,6 +49,12 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
     return precision, recall
 
 
+def recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> float:
+    """Share of ``real`` rows inside the ``fake`` manifold (recall alone)."""
+    fake = np.asarray(fake, dtype=np.float64)
+    return _coverage(np.asarray(real, dtype=np.float64), fake, knn_radii(fake, k))
+
+
 def mean_pairwise_distance(x: np.ndarray) -> float:
     """Mean Euclidean distance over all pairs of distinct rows (NaN for fewer than 2 rows)."""
     x = np.asarray(x, dtype=np.float64)

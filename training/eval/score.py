@@ -1,5 +1,6 @@
 """Score images against reference statistics: FD (FD-classifier or FID), KID, precision/recall,
-and for conditional models conditional accuracy, intra-class FD and per-class diversity.
+Inception Score (IS or IS-classifier), per-class recall, and for conditional models conditional
+accuracy, intra-class FD and per-class diversity.
 
 ``score_images`` is the library entry point (numpy in, dict out) used by ``gan-eval score`` and by
 export's FID gate on images coming out of ONNX Runtime; ``score_generator`` generates from a torch
@@ -18,8 +19,10 @@ import torch
 from training.eval.errors import EvalError
 from training.eval.features import Extractor, as_batches, get_extractor
 from training.eval.fid import frechet_distance, warn_if_singular
+from training.eval.inception_score import SPLITS as IS_SPLITS
+from training.eval.inception_score import inception_score
 from training.eval.kid import kid
-from training.eval.prdc import mean_pairwise_distance, precision_recall
+from training.eval.prdc import mean_pairwise_distance, precision_recall, recall
 from training.eval.stats import (
     FeatureStats,
     RefStats,
@@ -71,21 +74,74 @@ def labels_for_seeds(seeds, num_classes: int) -> np.ndarray:
 
 def compute_stats(
     extractor: Extractor, images, labels=None, keep: int = KEEP
-) -> tuple[FeatureStats, np.ndarray | None]:
-    """Streaming statistics of ``images`` (array or iterable of batches) and predicted classes."""
+) -> tuple[FeatureStats, np.ndarray | None, np.ndarray | None]:
+    """Streaming statistics of ``images`` (array or iterable of batches), predicted classes and
+    class probabilities (None where the extractor has none)."""
     st = FeatureStats(dim=extractor.dim, keep=keep)
     preds: list[np.ndarray] = []
+    probs: list[np.ndarray] = []
     offset = 0
     for b in as_batches(images):
-        f, p = extractor.features_and_predictions(b)
+        f, p, q = extractor.extract(b)
         lab = None if labels is None else np.asarray(labels)[offset : offset + len(f)]
         st.update(f, lab)
         if p is not None:
             preds.append(p)
+        if q is not None:
+            probs.append(q)
         offset += len(f)
     if labels is not None and len(labels) != offset:
         raise EvalError(f"{len(labels)} labels given for {offset} images")
-    return st, (np.concatenate(preds) if preds else None)
+    return (
+        st,
+        np.concatenate(preds) if preds else None,
+        np.concatenate(probs) if probs else None,
+    )
+
+
+def inception_score_of(extractor: Extractor, probs: np.ndarray | None, splits: int = IS_SPLITS):
+    """The ``is`` entry of a score: {"metric", "mean", "std", "splits"}."""
+    if probs is None or not extractor.has_class_probabilities:
+        raise EvalError(
+            f"the Inception Score needs class probabilities, and extractor "
+            f"{extractor.id or extractor.name!r} gives features only; use the dataset classifier "
+            "(IS-classifier) or the FID Inception network (IS)"
+        )
+    mean, std = inception_score(probs, splits)
+    return {"metric": extractor.is_metric, "mean": mean, "std": std, "splits": int(splits)}
+
+
+def class_recalls(
+    gen_f: np.ndarray,
+    gen_groups: dict[int, np.ndarray],
+    real_f: np.ndarray | None,
+    real_l: np.ndarray | None,
+    num_classes: int,
+    k: int = PR_K,
+) -> list[float | None] | None:
+    """Recall of each class's real images w.r.t. that class's generated images (index = class).
+
+    Both sides are subsampled (seeded) to the same size, as for the global figure. A class with
+    k or fewer real images gets None (not measurable); one with k or fewer generated images gets
+    0.0 (no generated manifold to cover its real images: the class was dropped)."""
+    if real_f is None or real_l is None or not gen_groups or num_classes <= 0:
+        return None
+    out: list[float | None] = []
+    for c in range(num_classes):
+        g = gen_groups.get(c, np.array([], int))
+        r = np.flatnonzero(real_l == c)
+        if len(r) <= k:
+            out.append(None)
+            continue
+        if len(g) <= k:
+            out.append(0.0)
+            continue
+        m = min(len(g), len(r))
+        rng = np.random.Generator(np.random.PCG64([1, c]))
+        gi = np.sort(rng.choice(g, m, replace=False))
+        ri = np.sort(rng.choice(r, m, replace=False))
+        out.append(recall(real_f[ri], gen_f[gi], k=k))
+    return out
 
 
 @torch.no_grad()
@@ -176,6 +232,8 @@ def score_images(
     kid_subset_size: int = KID_SUBSET_SIZE,
     pr_k: int = PR_K,
     keep: int = KEEP,
+    require_is: bool = False,
+    is_splits: int = IS_SPLITS,
 ) -> dict[str, Any]:
     """Score generated ``images`` (array [N, C, R, R] in [-1, 1] or an iterable of batches).
 
@@ -183,19 +241,22 @@ def score_images(
     intra-class FD are reported). ``ref`` comes from :func:`load_ref`; ``extractor`` defaults to
     the one the reference was made with. ``real_features``/``real_labels`` override the real
     samples used for KID and precision/recall (default: those stored in the reference).
-    Identical inputs give an identical dict.
+    The Inception Score (``is``) is computed whenever the extractor has class probabilities;
+    ``require_is`` makes its absence an error. Identical inputs give an identical dict.
     """
     if ref is None:
         raise EvalError("score_images needs reference statistics (ref=load_ref(path))")
     if extractor is None:
         extractor = extractor_for_ref(ref)
     check_compatible(extractor.describe(), ref.extractor)
+    if require_is and not extractor.has_class_probabilities:
+        inception_score_of(extractor, None)  # raises: fail before any work
     if labels is not None:
         labels = np.asarray(labels, dtype=np.int64)
     caught: list[str] = []
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        st, preds = compute_stats(extractor, images, labels, keep=keep)
+        st, preds, probs = compute_stats(extractor, images, labels, keep=keep)
         if st.n < 2:
             raise EvalError(f"need at least 2 images to score, got {st.n}")
         warn_if_singular(st.n, st.dim, "generated sample")
@@ -246,10 +307,17 @@ def score_images(
     sub_ref = ref
     if real_features is not None:
         sub_ref = RefStats(ref.mu, ref.sigma, ref.n, ref.extractor, features=real_f, labels=real_l)
-    intra, diversity = _per_class(
-        gen_f, _class_groups(group_labels, len(class_names)), sub_ref, class_names, with_fd=cond
-    )
+    gen_groups = _class_groups(group_labels, len(class_names))
+    intra, diversity = _per_class(gen_f, gen_groups, sub_ref, class_names, with_fd=cond)
     out["intra_class_fd"] = intra
+    per_class_recall = class_recalls(gen_f, gen_groups, real_f, real_l, len(class_names), pr_k)
+    out["per_class_recall"] = per_class_recall
+    known = [r for r in per_class_recall or [] if r is not None]
+    out["min_class_recall"] = min(known) if known else None
+    # Fewer images than splits (tiny N): one image per split rather than an error.
+    out["is"] = (
+        None if probs is None else inception_score_of(extractor, probs, min(is_splits, len(probs)))
+    )
     if diversity is not None:
         diversity["grouped_by"] = "requested class" if cond else "predicted class"
     out["diversity"] = diversity

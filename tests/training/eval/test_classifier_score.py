@@ -47,6 +47,11 @@ def test_score_images_real_heldout_is_good_and_deterministic(digits_extractor, d
     assert set(out["intra_class_fd"]["per_class"]) == {str(i) for i in range(10)}
     assert 0.7 < out["diversity"]["mean_ratio"] < 1.3
     assert out["reference"]["id"] == digits_ref_train.id
+    # Real digits: every class covered, and the classifier is confident and balanced (IS near 10).
+    pcr = out["per_class_recall"]
+    assert len(pcr) == 10 and min(pcr) == out["min_class_recall"] > 0.5
+    assert out["is"]["metric"] == "IS-classifier" and out["is"]["splits"] == 10
+    assert 8.5 < out["is"]["mean"] <= 10 and out["is"]["std"] >= 0
     # Batches in an iterable give the same numbers as one array.
     batches = (x[i : i + 100].numpy() for i in range(0, len(x), 100))
     streamed = score_images(
@@ -63,6 +68,10 @@ def test_collapsed_class_shows_in_diversity(digits_extractor, digits_ref_train):
     out = score_images(x, y, ref=digits_ref_train, extractor=digits_extractor, kid_subsets=5)
     div = out["diversity"]["per_class"]
     assert div["3"]["ratio"] < 0.05 and div["4"]["ratio"] > 0.7
+    # Per-class recall names the collapsed class; the global recall barely moves.
+    pcr = out["per_class_recall"]
+    assert pcr[3] < 0.2 and out["min_class_recall"] == pcr[3]
+    assert min(r for c, r in enumerate(pcr) if c != 3) > 0.5
     assert out["cond_accuracy"] > 0.9  # accuracy alone hides the collapse
 
 

@@ -118,6 +118,10 @@ def test_score_prints_one_identical_json_object_twice(env):
     assert out["intra_class_fd"]["per_class"] and out["diversity"]["per_class"]
     assert out["extractor"]["id"] == "classifier:digits" and out["reference"]["id"]
     assert out["run"]["step"] == 7 and out["run"]["kind"] == "cgan"
+    assert out["is"]["metric"] == "IS-classifier" and out["is"]["splits"] == 10
+    assert 1 <= out["is"]["mean"] <= 10
+    assert len(out["per_class_recall"]) == 10
+    assert out["min_class_recall"] == min(out["per_class_recall"])
 
 
 def _check_bad(r: subprocess.CompletedProcess, match: str) -> None:

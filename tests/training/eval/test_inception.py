@@ -34,7 +34,13 @@ def test_loads_checks_hash_and_extracts_2048_features(fake_weights):
     assert f.shape == (2, 2048) and np.isfinite(f).all() and (f >= 0).all()
     # grayscale -> RGB is a channel repeat
     np.testing.assert_allclose(f, ext.features(gray.expand(-1, 3, -1, -1)), rtol=1e-5, atol=1e-6)
-    assert not ext.can_predict
+    assert not ext.can_predict  # its 1008 ImageNet classes are not the dataset's
+    # ... but they give the Inception Score ("IS", not "IS-classifier").
+    f2, preds, probs = ext.extract(gray.numpy())
+    assert preds is None and probs.shape == (2, 1008)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-9)
+    np.testing.assert_allclose(f2, f, rtol=1e-5, atol=1e-6)
+    assert ext.has_class_probabilities and ext.is_metric == "IS"
 
 
 def test_wrong_hash_is_refused(fake_weights):
