@@ -90,7 +90,9 @@ def save_docs_grid(run_dir: Path, kind: str, path: Path, scale: int = 4) -> None
         if run.model_cfg.conditional:
             k = run.model_cfg.num_classes
             labels = torch.arange(k).repeat_interleave(10)
-            images = run.G_ema(torch.randn(len(labels), run.model_cfg.latent_dim, generator=g), labels)
+            images = run.G_ema(
+                torch.randn(len(labels), run.model_cfg.latent_dim, generator=g), labels
+            )
         else:
             images = run.G_ema(torch.randn(80, run.model_cfg.latent_dim, generator=g))
     grid = viz.grid_image(images.float().clamp(-1, 1), 10)

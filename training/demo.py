@@ -99,7 +99,8 @@ def train_demo_models(
         for kind in todo:
             train_one(kind, runs[kind], options[kind], seed, progress)
         return runs
-    _prepare_classifier()
+    if any(options[k].get("eval_every", 1) for k in kinds):
+        _prepare_classifier()
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [

@@ -89,7 +89,9 @@ def test_conditional_batchnorm_generator_is_steered_by_the_label():
 
 def test_g_cond_is_validated_and_defaults_to_concat():
     assert ModelConfig(kind="cgan", num_classes=10).g_cond == "concat"  # configs saved before cbn
-    with pytest.raises(UserError, match=r"g_cond 'film' not allowed; use 'concat' or 'cbn' or 'cbn\+concat'"):
+    with pytest.raises(
+        UserError, match=r"g_cond 'film' not allowed; use 'concat' or 'cbn' or 'cbn\+concat'"
+    ):
         ModelConfig(kind="cgan", num_classes=10, g_cond="film")
 
 
