@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
       "color, brightness, saturation, contrast, translation, cutout; none = off")  # fmt: skip
     a("--xflip", action=argparse.BooleanOptionalAction, default=None,
       help="random left-right flips of D's inputs (off; digits are not mirror-symmetric)")  # fmt: skip
+    a("--mode-seeking", type=float,
+      help="weight of MSGAN's mode-seeking term in G's loss (spreads samples of a class); 0 = off")  # fmt: skip
     a("--ema-kimg", type=float, help="G_ema half-life in kimg (default 10)")
     a("--style-mixing", type=float, help="stylegan style-mixing probability (default 0.9)")
     a("--g-width", type=int, help="generator width at its last layer (pytorch/examples ngf)")

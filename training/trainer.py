@@ -79,6 +79,7 @@ class TrainConfig:
     instance_noise: float = 0.0  # sigma at step 0, annealed linearly to 0 by the last step
     augment: str = ""  # DiffAugment policies for D's inputs, e.g. "translation,cutout"
     xflip: bool = False  # random left-right flips of D's inputs (off: digits are not symmetric)
+    mode_seeking: float = 0.0  # weight of the mode-seeking term in G's loss (MSGAN; 0: off)
     ema_kimg: float = 10.0  # half-life of the EMA generator in thousands of images
     ema_rampup: float | None = 0.05  # half-life <= rampup * images seen (fast start)
     style_mixing: float = 0.9  # StyleGAN-lite style-mixing probability
@@ -190,6 +191,11 @@ def validate_train_config(cfg: TrainConfig) -> None:
         (cfg.n_critic >= 1, f"--n-critic must be >= 1, got {cfg.n_critic}"),
         (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
         (cfg.instance_noise >= 0, "--instance-noise must be >= 0"),
+        (cfg.mode_seeking >= 0, f"--mode-seeking must be >= 0, got {cfg.mode_seeking}"),
+        (
+            cfg.mode_seeking == 0 or cfg.batch_size % 2 == 0,
+            f"--mode-seeking pairs the batch: use an even --batch-size, not {cfg.batch_size}",
+        ),
         (cfg.r1_gamma >= 0 and cfg.r1_every >= 1, "--r1-gamma must be >= 0, --r1-every >= 1"),
         (0 <= cfg.style_mixing <= 1, "--style-mixing must be in [0, 1]"),
         (cfg.ema_kimg >= 0, "--ema-kimg must be >= 0"),
@@ -396,6 +402,8 @@ class Trainer:
         labels = torch.randint(
             self.model_cfg.num_classes, (n,), device=self.device, generator=self.gen
         )
+        if self.cfg.mode_seeking > 0:  # pairs (i, i + n/2) share a class: see g_step
+            labels = torch.cat([labels[: n // 2], labels[: n // 2]])
         return z, labels
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -463,13 +471,16 @@ class Trainer:
             stats[name] = penalty.detach()
         return stats
 
-    def g_step(self, fake, fake_labels) -> dict[str, torch.Tensor]:
+    def g_step(self, fake, fake_labels, z) -> dict[str, torch.Tensor]:
         """One generator update: G against the (just updated) D, step G."""
         L.requires_grad(self.D, False)  # D's weight grads are not needed here
         with self.autocast():
             loss_G = self.loss.g_loss(self.D_call(self.d_input(fake), fake_labels))
+        loss = loss_G
+        if self.cfg.mode_seeking > 0:
+            loss = loss + self.cfg.mode_seeking * L.mode_seeking(fake.float(), z)
         self.opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
+        loss.backward()
         self.opt_G.step()
         L.requires_grad(self.D, True)
         return {"loss_G": loss_G.detach()}
@@ -486,7 +497,7 @@ class Trainer:
                 z, fake_labels = self.sample_latents(n)
                 fake = self.generate(z, fake_labels)
             stats = self.d_step(real, labels, fake.detach(), fake_labels)
-        stats.update(self.g_step(fake, fake_labels))
+        stats.update(self.g_step(fake, fake_labels, z))
         self.step += 1
         update_ema(self.G_ema, self.G, self.ema_beta())
         return {k: float(v) for k, v in stats.items()}
