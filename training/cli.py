@@ -18,6 +18,8 @@ defaults depend on the family: dcgan/cgan use Adam(2e-4, 0.5, 0.999) and the non
 plus instance noise 0.3 annealed to 0 (without it D wins at once on digits and G collapses);
 stylegan uses Adam(2e-3, 0, 0.99), R1 (gamma 1, every 16 steps) and style mixing 0.9;
 --loss wgan-gp implies --n-critic 5 and no BatchNorm in the critic.
+--augment (DiffAugment), --xflip and --mode-seeking are off unless given; the demo's cgan uses
+--augment translation,cutout --mode-seeking 0.2 (python -m training.demo holds the demo recipe).
 run directory: config.json, checkpoints/ckpt-STEP.pt (last --keep) and best.pt, samples/*.png,
 metrics.jsonl, loss.png, progress.gif."""
 
