@@ -1,6 +1,6 @@
 """Sample quality of the demo models: the demo recipe against the recipe it replaced.
 
-    python bench/quality.py [--recipes demo,previous] [--n 5000] [--out bench/results]
+    python bench/quality.py [--quick] [--recipes demo,previous] [--n 5000] [--out bench/results]
 
 Trains the three digits families with ``training.demo``'s recipe (families side by side, as
 ``make demo`` does) and, in the same run, with the previous demo recipe (widths 32/32/16,
@@ -140,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", help="folder for the runs (default: a temp folder)")
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
     p.add_argument("--docs", default=str(REPO / "docs"))
+    p.add_argument("--quick", action="store_true", help="1/20 of each length, N = 1,000, no grids")
     a = p.parse_args(argv)
+    if a.quick:
+        a.n = min(a.n, 1000)
     recipes = [r.strip() for r in a.recipes.split(",") if r.strip()]
     bad = [r for r in recipes if r not in RECIPES]
     if bad:
@@ -162,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {"n": a.n, "floor": floor, "ref": str(ref_path), "recipes": {}}
     for recipe in recipes:
         options, jobs = RECIPES[recipe]
+        if a.quick:
+            options = {k: {**o, "kimg": o["kimg"] / 20} for k, o in options.items()}
         t0 = time.perf_counter()
         runs = train_demo_models(runs_root / recipe, KINDS, jobs=jobs, options=options)
         wall = time.perf_counter() - t0
@@ -172,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             "wall_seconds": wall,
             "families": fams,
         }
-        if recipe == "demo":
+        if recipe == "demo" and not a.quick:
             for kind, run_dir in runs.items():
                 save_docs_grid(run_dir, kind, Path(a.docs) / f"samples-{kind}.png")
         print(f"{recipe}: trained in {wall:.0f} s wall", file=sys.stderr)
