@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/fid_speed.py
 	$(BIN)/python bench/engine_throughput.py
 	$(BIN)/python bench/serve_load.py
+	$(BIN)/python bench/quality.py
 
 clean:
 	rm -rf runs bundles refs out bench/results .pytest_cache .ruff_cache

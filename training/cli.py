@@ -18,6 +18,8 @@ defaults depend on the family: dcgan/cgan use Adam(2e-4, 0.5, 0.999) and the non
 plus instance noise 0.3 annealed to 0 (without it D wins at once on digits and G collapses);
 stylegan uses Adam(2e-3, 0, 0.99), R1 (gamma 1, every 16 steps) and style mixing 0.9;
 --loss wgan-gp implies --n-critic 5 and no BatchNorm in the critic.
+--augment (DiffAugment), --xflip and --mode-seeking are off unless given; the demo's cgan uses
+--augment translation,cutout --mode-seeking 0.2 (python -m training.demo holds the demo recipe).
 run directory: config.json, checkpoints/ckpt-STEP.pt (last --keep) and best.pt, samples/*.png,
 metrics.jsonl, loss.png, progress.gif."""
 
@@ -53,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--r1-every", type=int, help="lazy R1 interval in steps (default 16)")
     a("--label-smoothing", type=float, help="one-sided label smoothing, e.g. 0.1")
     a("--instance-noise", type=float, help="instance noise sigma at the start, annealed to 0")
+    a("--augment",
+      help="DiffAugment policies for every image D sees, comma-separated: "
+      "color, brightness, saturation, contrast, translation, cutout; none = off")  # fmt: skip
+    a("--xflip", action=argparse.BooleanOptionalAction, default=None,
+      help="random left-right flips of D's inputs (off; digits are not mirror-symmetric)")  # fmt: skip
+    a("--mode-seeking", type=float,
+      help="weight of MSGAN's mode-seeking term in G's loss (spreads samples of a class); 0 = off")  # fmt: skip
     a("--ema-kimg", type=float, help="G_ema half-life in kimg (default 10)")
     a("--style-mixing", type=float, help="stylegan style-mixing probability (default 0.9)")
     a("--g-width", type=int, help="generator width at its last layer (pytorch/examples ngf)")
@@ -60,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--latent-dim", type=int, help="size of z (default 100)")
     a("--w-dim", type=int, help="stylegan: size of w (default 128)")
     a("--spectral-norm", action="store_true", default=None, help="spectral norm in D")
+    a(
+        "--g-cond",
+        help="cgan: concat (label embedding joined to z) | cbn (class-conditional BatchNorm)",
+    )
     a("--d-norm", help="batch | none: normalisation in the DCGAN/cGAN discriminator")
     a("--device", help="auto | cpu | cuda (auto: cuda when available, with bf16 AMP)")
     a("--precision", help="auto | fp32 | bf16")

@@ -14,6 +14,7 @@ from training.errors import UserError
 
 MODEL_KINDS = ("dcgan", "cgan", "stylegan")
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 128
+G_COND = ("concat", "cbn", "cbn+concat")
 
 
 @dataclass
@@ -31,6 +32,9 @@ class ModelConfig:
     g_width: int = 64
     d_width: int = 64
     max_width: int = 512
+    # cgan only: how G takes the label. "concat": an embedding concatenated to z; "cbn":
+    # class-conditional BatchNorm (per-class gain and bias after every normalisation).
+    g_cond: str = "concat"
     # StyleGAN-lite only.
     w_dim: int = 128
     mapping_layers: int = 4
@@ -95,6 +99,8 @@ def validate_model_config(cfg: ModelConfig) -> None:
     for name in ("g_width", "d_width", "max_width", "w_dim", "mapping_layers"):
         if getattr(cfg, name) < 1:
             raise UserError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.g_cond not in G_COND:
+        raise UserError(f"g_cond {cfg.g_cond!r} not allowed; use {' or '.join(map(repr, G_COND))}")
     if cfg.d_norm not in ("batch", "none"):
         raise UserError(f"d_norm {cfg.d_norm!r} not allowed; use 'batch' or 'none'")
 

@@ -74,6 +74,16 @@ def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return grad.square().flatten(1).sum(dim=1).mean()
 
 
+def mode_seeking(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Mode-seeking term (Mao et al. 2019, MSGAN): pairs (i, i + N/2) of the batch (same class
+    for a cGAN) should differ as much as their latents do; returns 1 / (d_image / d_z + eps),
+    small when G spreads different z apart, large when it maps them to one image."""
+    half = fake.shape[0] // 2
+    d_img = (fake[:half] - fake[half : 2 * half]).abs().mean()
+    d_z = (z[:half] - z[half : 2 * half]).abs().mean()
+    return 1.0 / (d_img / d_z + eps)
+
+
 def instance_noise(
     x: torch.Tensor, sigma: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:

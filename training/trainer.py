@@ -33,6 +33,7 @@ from torch import nn
 
 from training import losses as L
 from training import viz
+from training.augment import DiffAugment, parse_policy
 from training.checkpoint import (
     CKPT_DIR,
     CONFIG_NAME,
@@ -76,6 +77,9 @@ class TrainConfig:
     r1_every: int = 16  # lazy regularisation interval
     label_smoothing: float = 0.0  # one-sided: real target 1 - s
     instance_noise: float = 0.0  # sigma at step 0, annealed linearly to 0 by the last step
+    augment: str = ""  # DiffAugment policies for D's inputs, e.g. "translation,cutout"
+    xflip: bool = False  # random left-right flips of D's inputs (off: digits are not symmetric)
+    mode_seeking: float = 0.0  # weight of the mode-seeking term in G's loss (MSGAN; 0: off)
     ema_kimg: float = 10.0  # half-life of the EMA generator in thousands of images
     ema_rampup: float | None = 0.05  # half-life <= rampup * images seen (fast start)
     style_mixing: float = 0.9  # StyleGAN-lite style-mixing probability
@@ -132,7 +136,7 @@ LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
 # Digits has a cheap in-house classifier, so its runs keep best.pt by FD-classifier by default.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {"digits": {"eval_every": 250}}
 MODEL_FIELDS = ("g_width", "d_width", "latent_dim", "max_width", "w_dim", "mapping_layers")
-MODEL_FIELDS += ("d_norm", "spectral_norm")
+MODEL_FIELDS += ("d_norm", "spectral_norm", "g_cond")
 # Settings a resumed run may change: they do not alter the trajectory of the weights.
 RESUMABLE_OVERRIDES = {
     "kimg",
@@ -177,6 +181,7 @@ def resolve_options(options: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any
 
 def validate_train_config(cfg: TrainConfig) -> None:
     L.get_loss(cfg.loss)
+    parse_policy(cfg.augment)
     checks = [
         (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
         (cfg.kimg > 0, f"--kimg must be > 0, got {cfg.kimg}"),
@@ -186,6 +191,11 @@ def validate_train_config(cfg: TrainConfig) -> None:
         (cfg.n_critic >= 1, f"--n-critic must be >= 1, got {cfg.n_critic}"),
         (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
         (cfg.instance_noise >= 0, "--instance-noise must be >= 0"),
+        (cfg.mode_seeking >= 0, f"--mode-seeking must be >= 0, got {cfg.mode_seeking}"),
+        (
+            cfg.mode_seeking == 0 or cfg.batch_size % 2 == 0,
+            f"--mode-seeking pairs the batch: use an even --batch-size, not {cfg.batch_size}",
+        ),
         (cfg.r1_gamma >= 0 and cfg.r1_every >= 1, "--r1-gamma must be >= 0, --r1-every >= 1"),
         (0 <= cfg.style_mixing <= 1, "--style-mixing must be in [0, 1]"),
         (cfg.ema_kimg >= 0, "--ema-kimg must be >= 0"),
@@ -334,6 +344,7 @@ class Trainer:
         self.device = pick_device(cfg.device)
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         self.loss = L.get_loss(cfg.loss)
+        self.augment = DiffAugment(cfg.augment, cfg.xflip)
         self.data = BatchStream(dataset, cfg.batch_size, cfg.seed, self.device, cfg.num_workers)
         self.total_steps = cfg.total_steps(len(dataset))
         self.kind = model_cfg.kind
@@ -391,6 +402,8 @@ class Trainer:
         labels = torch.randint(
             self.model_cfg.num_classes, (n,), device=self.device, generator=self.gen
         )
+        if self.cfg.mode_seeking > 0:  # pairs (i, i + n/2) share a class: see g_step
+            labels = torch.cat([labels[: n // 2], labels[: n // 2]])
         return z, labels
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -420,6 +433,10 @@ class Trainer:
         sigma = self.cfg.instance_noise * max(0.0, 1.0 - self.step / self.total_steps)
         return L.instance_noise(x, sigma, self.gen)
 
+    def d_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What D sees of an image, real or fake: augmented (DiffAugment), then instance noise."""
+        return self.noisy(self.augment(x, self.gen) if self.augment else x)
+
     def d_penalty(self, real, labels, fake, fake_labels) -> tuple[torch.Tensor | None, str]:
         """The discriminator regulariser this run uses at this step (WGAN-GP, lazy R1 or none)."""
         if self.cfg.loss == "wgan-gp":
@@ -427,7 +444,9 @@ class Trainer:
             gp = L.gradient_penalty(lambda x: self.D_call(x, labels), real, fake, self.gen)
             return self.cfg.gp_weight * gp, "gp"
         if self.cfg.r1_gamma > 0 and self.step % self.cfg.r1_every == 0:
-            real = real.detach().requires_grad_(True)
+            # On the images D is trained on (augmented, as StyleGAN2-ADA does).
+            real = (self.augment(real, self.gen) if self.augment else real).detach()
+            real = real.requires_grad_(True)
             r1 = L.r1_penalty(self.D_call(real, labels), real)
             # Lazy regularisation: applied every r1_every steps, scaled up to compensate.
             return 0.5 * self.cfg.r1_gamma * self.cfg.r1_every * r1, "r1"
@@ -436,8 +455,8 @@ class Trainer:
     def d_step(self, real, labels, fake, fake_labels) -> dict[str, torch.Tensor]:
         """One discriminator update: D on real, D on fake (detached), step D."""
         with self.autocast():
-            real_logits = self.D_call(self.noisy(real), labels)
-            fake_logits = self.D_call(self.noisy(fake), fake_labels)
+            real_logits = self.D_call(self.d_input(real), labels)
+            fake_logits = self.D_call(self.d_input(fake), fake_labels)
             loss_D = self.loss.d_loss(real_logits, fake_logits, self.cfg.label_smoothing)
         penalty, name = self.d_penalty(real, labels, fake, fake_labels)
         self.opt_D.zero_grad(set_to_none=True)
@@ -452,13 +471,16 @@ class Trainer:
             stats[name] = penalty.detach()
         return stats
 
-    def g_step(self, fake, fake_labels) -> dict[str, torch.Tensor]:
+    def g_step(self, fake, fake_labels, z) -> dict[str, torch.Tensor]:
         """One generator update: G against the (just updated) D, step G."""
         L.requires_grad(self.D, False)  # D's weight grads are not needed here
         with self.autocast():
-            loss_G = self.loss.g_loss(self.D_call(self.noisy(fake), fake_labels))
+            loss_G = self.loss.g_loss(self.D_call(self.d_input(fake), fake_labels))
+        loss = loss_G
+        if self.cfg.mode_seeking > 0:
+            loss = loss + self.cfg.mode_seeking * L.mode_seeking(fake.float(), z)
         self.opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
+        loss.backward()
         self.opt_G.step()
         L.requires_grad(self.D, True)
         return {"loss_G": loss_G.detach()}
@@ -475,7 +497,7 @@ class Trainer:
                 z, fake_labels = self.sample_latents(n)
                 fake = self.generate(z, fake_labels)
             stats = self.d_step(real, labels, fake.detach(), fake_labels)
-        stats.update(self.g_step(fake, fake_labels))
+        stats.update(self.g_step(fake, fake_labels, z))
         self.step += 1
         update_ema(self.G_ema, self.G, self.ema_beta())
         return {k: float(v) for k, v in stats.items()}

@@ -51,3 +51,12 @@ def test_instance_noise_is_seeded_and_zero_sigma_is_identity():
 def test_unknown_loss_is_a_user_error():
     with pytest.raises(L.UserError, match="unknown loss"):
         L.get_loss("nope")
+
+
+def test_mode_seeking_is_large_for_a_collapsed_generator_and_differentiable():
+    z = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    collapsed = torch.zeros(8, 1, 4, 4, requires_grad=True)
+    spread = torch.randn(8, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    assert L.mode_seeking(collapsed, z) > 1e3 > L.mode_seeking(spread, z)
+    L.mode_seeking(collapsed + 0.01 * spread, z).backward()
+    assert collapsed.grad is not None and collapsed.grad.abs().sum() > 0

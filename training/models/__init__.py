@@ -14,6 +14,7 @@ from torch import nn
 
 from training.config import ModelConfig
 from training.models.dcgan import (
+    CBNGenerator,
     CGANGenerator,
     DCGANDiscriminator,
     DCGANGenerator,
@@ -29,7 +30,7 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
     if cfg.kind == "dcgan":
         g = DCGANGenerator(cfg)
     elif cfg.kind == "cgan":
-        g = CGANGenerator(cfg)
+        g = CBNGenerator(cfg) if cfg.g_cond.startswith("cbn") else CGANGenerator(cfg)
     else:
         return StyleGANGenerator(cfg)
     g.apply(init_dcgan_weights)

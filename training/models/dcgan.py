@@ -106,6 +106,61 @@ class CGANGenerator(nn.Module):
         return self.net(torch.cat([z, self.embed(label)], dim=1))
 
 
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm without its own affine, then a per-class gain and bias (de Vries et al. 2017;
+    the generator of Miyato & Koyama 2018): the class steers every layer, not only the input."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Embedding(num_classes, channels)
+        self.bias = nn.Embedding(num_classes, channels)
+        # Identity at init (the DCGAN init of a BatchNorm scale: N(1, 0.02)).
+        nn.init.normal_(self.gain.weight, 1.0, 0.02)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return (
+            self.norm(x) * self.gain(label)[:, :, None, None] + self.bias(label)[:, :, None, None]
+        )
+
+
+class CBNGenerator(nn.Module):
+    """(z [N, latent], label int64 [N]) -> image: the DCGAN generator with class-conditional
+    BatchNorm after each transposed convolution (``g_cond="cbn"``)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        res = 4
+        c = _width(cfg, cfg.g_width, res)
+        # "cbn+concat" also joins a label embedding to z (as BigGAN feeds its class embedding
+        # to every layer and z): the class shapes the image from the first layer on.
+        self.embed = None
+        in_dim = cfg.latent_dim
+        if cfg.g_cond == "cbn+concat":
+            self.embed = nn.Embedding(cfg.num_classes, min(50, cfg.latent_dim))
+            in_dim += self.embed.embedding_dim
+        convs = [nn.ConvTranspose2d(in_dim, c, 4, 1, 0, bias=False)]
+        norms = [ConditionalBatchNorm2d(c, cfg.num_classes)]
+        while res * 2 < cfg.resolution:
+            res *= 2
+            c_next = _width(cfg, cfg.g_width, res)
+            convs.append(nn.ConvTranspose2d(c, c_next, 4, 2, 1, bias=False))
+            norms.append(ConditionalBatchNorm2d(c_next, cfg.num_classes))
+            c = c_next
+        self.convs, self.norms = nn.ModuleList(convs), nn.ModuleList(norms)
+        self.to_image = nn.ConvTranspose2d(c, cfg.channels, 4, 2, 1, bias=False)
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(label)], dim=1)
+        x = z[:, :, None, None]
+        for conv, norm in zip(self.convs, self.norms):
+            x = torch.relu(norm(conv(x), label))
+        return torch.tanh(self.to_image(x))
+
+
 class ProjectionDiscriminator(nn.Module):
     """(image, label) -> logit = psi(phi(x)) + <embed(y), phi(x)> (Miyato & Koyama 2018)."""
 
@@ -139,6 +194,6 @@ def init_dcgan_weights(m: nn.Module) -> None:
             weight = m.weight
         with torch.no_grad():
             nn.init.normal_(weight, 0.0, 0.02)
-    elif "BatchNorm" in name:
+    elif "BatchNorm" in name and getattr(m, "weight", None) is not None:
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)

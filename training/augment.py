@@ -1,0 +1,124 @@
+"""Differentiable augmentation of every image the discriminator sees (DiffAugment, Zhao et al.
+2020): the same random transforms are applied to real and generated images, in the D step and in
+the G step, so D cannot memorise a small training set and G still gets gradients through them.
+
+Policies (``--augment translation,cutout``): ``color`` (= brightness, saturation, contrast),
+``brightness``, ``saturation``, ``contrast``, ``translation``, ``cutout``. ``xflip`` is separate
+(``--xflip``) and off by default: digits are not mirror-symmetric. Every op is a differentiable
+function of the image; randomness comes only from the ``torch.Generator`` passed in, so a seeded
+run stays reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from training.errors import UserError
+
+Op = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
+
+
+def _rand(x: torch.Tensor, gen: torch.Generator | None, *shape: int) -> torch.Tensor:
+    return torch.rand(shape, device=x.device, generator=gen).to(x.dtype)
+
+
+def brightness(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Add one offset per image, uniform in [-0.5, 0.5) (images are in [-1, 1])."""
+    return x + (_rand(x, gen, x.shape[0], 1, 1, 1) - 0.5)
+
+
+def saturation(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Scale each pixel's distance from its channel mean by [0, 2) (a no-op for grey images)."""
+    mean = x.mean(dim=1, keepdim=True)
+    return (x - mean) * (_rand(x, gen, x.shape[0], 1, 1, 1) * 2) + mean
+
+
+def contrast(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Scale each image's distance from its mean by [0.5, 1.5)."""
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (_rand(x, gen, x.shape[0], 1, 1, 1) + 0.5) + mean
+
+
+def translation(
+    x: torch.Tensor, gen: torch.Generator | None = None, ratio: float = 0.125
+) -> torch.Tensor:
+    """Shift each image by up to ``ratio`` of its size in x and y, filling with zeros."""
+    n, _, h, w = x.shape
+    sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    ty = torch.randint(-sh, sh + 1, (n, 1, 1), device=x.device, generator=gen)
+    tx = torch.randint(-sw, sw + 1, (n, 1, 1), device=x.device, generator=gen)
+    iy = (torch.arange(h, device=x.device)[None, :, None] + ty + sh).expand(n, h, w)
+    ix = (torch.arange(w, device=x.device)[None, None, :] + tx + sw).expand(n, h, w)
+    padded = F.pad(x, (sw, sw, sh, sh))
+    batch = torch.arange(n, device=x.device)[:, None, None].expand(n, h, w)
+    # Advanced indexing: [N, H, W] index grids pick one pixel per output position -> [N, H, W, C].
+    return padded.permute(0, 2, 3, 1)[batch, iy, ix].permute(0, 3, 1, 2)
+
+
+def cutout(x: torch.Tensor, gen: torch.Generator | None = None, ratio: float = 0.5) -> torch.Tensor:
+    """Zero one square of ``ratio`` times the image size per image, at a random centre."""
+    n, _, h, w = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    cy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1), device=x.device, generator=gen)
+    cx = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), device=x.device, generator=gen)
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    inside = (ys >= cy - ch // 2) & (ys < cy - ch // 2 + ch) & (xs >= cx - cw // 2)
+    inside &= xs < cx - cw // 2 + cw
+    return x * (~inside)[:, None].to(x.dtype)
+
+
+def xflip(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2."""
+    flip = _rand(x, gen, x.shape[0], 1, 1, 1) < 0.5
+    return torch.where(flip, x.flip(3), x)
+
+
+POLICIES: dict[str, tuple[Op, ...]] = {
+    "color": (brightness, saturation, contrast),
+    "brightness": (brightness,),
+    "saturation": (saturation,),
+    "contrast": (contrast,),
+    "translation": (translation,),
+    "cutout": (cutout,),
+}
+
+
+def parse_policy(text: str | None) -> tuple[str, ...]:
+    """``"translation,cutout"`` -> ("translation", "cutout"); ``""``/``"none"`` -> ()."""
+    if text is None:
+        return ()
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    if names == ("none",):
+        return ()
+    unknown = [n for n in names if n not in POLICIES]
+    if unknown:
+        raise UserError(
+            f"unknown augmentation policy {unknown[0]!r} in --augment {text!r}; use a "
+            f"comma-separated list of {', '.join(POLICIES)} (or none); x-flip is --xflip"
+        )
+    if len(set(names)) != len(names):
+        raise UserError(f"--augment {text!r} names a policy twice")
+    return names
+
+
+class DiffAugment:
+    """``aug(x, gen)``: apply the policies' ops in order (and x-flip first when enabled)."""
+
+    def __init__(self, policy: str | None = "", flip: bool = False):
+        self.names = parse_policy(policy)
+        self.flip = bool(flip)
+        self.ops: list[Op] = [xflip] if self.flip else []
+        for name in self.names:
+            self.ops.extend(POLICIES[name])
+
+    def __bool__(self) -> bool:
+        return bool(self.ops)
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        for op in self.ops:
+            x = op(x, gen)
+        return x.contiguous()
