@@ -53,8 +53,21 @@ def _text(description: str) -> dict[str, Any]:
     }
 
 
+def spec(served: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The document; ``served``: the model names, listed as the enum of every request's ``model``
+    (another name gets the documented 404)."""
+    if served is None:
+        try:
+            from serving.app import bound
+
+            served = tuple(bound().pipeline.models)
+        except RuntimeError:  # no worker service in this process
+            served = ()
+    return _spec(tuple(served))
+
+
 @functools.cache
-def spec() -> dict[str, Any]:
+def _spec(served: tuple[str, ...]) -> dict[str, Any]:
     models = [(m, "validation") for m in schemas.REQUESTS.values()]
     models += [
         (m, "serialization")
@@ -62,6 +75,9 @@ def spec() -> dict[str, Any]:
     ]
     _, top = models_json_schema(models, ref_template=REF)
     defs = top.get("$defs", {})
+    if served:
+        for model in schemas.REQUESTS.values():
+            defs[model.__name__]["properties"]["model"]["enum"] = list(served)
     paths: dict[str, Any] = {}
     for path, model in schemas.REQUESTS.items():
         name = path.strip("/")
