@@ -153,6 +153,7 @@ def test_cuda_request_without_cuda_says_so(tiny_bundles):
         bundle_mod.load(tiny_bundles["dcgan"], device="cuda", require_gate=False)
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
 def test_cuda_that_falls_back_to_cpu_is_refused(tiny_bundles, monkeypatch):
     """ORT runs a CUDA session on CPU when the CUDA libraries are missing; the loader checks what
     each session really got (here: a CPU-only ORT told it has CUDA, so the session falls back)."""

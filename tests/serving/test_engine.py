@@ -384,3 +384,20 @@ def test_api_routes_skip_the_unsampled_tracing_span():
 
     excluded = GanService.config["tracing"]["excluded_urls"]
     assert set(API_PATHS) <= set(excluded) and "/livez" not in excluded
+
+
+def test_cuda_serving_declares_its_gpu_and_settings_are_parsed_once():
+    code = textwrap.dedent(
+        """
+        from serving import config
+        from serving.service import GanService
+        print(GanService.config.get("resources"), config.current() is config.current())
+        """
+    )
+    for device, want in (("cuda", "{'gpu': 1} True"), ("cpu", "{} True")):
+        env = {**__import__("os").environ, "GAN_DEVICE": device}
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert out.stdout.strip().endswith(want), out.stdout + out.stderr[-2000:]
