@@ -61,7 +61,7 @@ class GenerateRequest(_Request):
     n: Count = 1
     seeds: list[Seed] | None = None
     seed: Seed | None = Field(None, description="first seed of seed..seed+n-1 (default 0)")
-    filter: QualityFilter = QualityFilter()
+    filter: QualityFilter = Field(default_factory=QualityFilter)
 
 
 class GenerateConditionalRequest(GenerateRequest):
