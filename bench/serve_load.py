@@ -431,6 +431,26 @@ def compare(
     }
 
 
+def request_layers(demo: list[Path], name: str, seconds, workers, rounds: int = 2) -> dict:
+    """The mounted Starlette app (serving.service) against typed @bentoml.api handlers
+    (serving.typed) calling the same in-process pipeline, under the same ``bentoml serve``, driven
+    in turn at 8 and 64 clients; best of ``rounds`` runs each."""
+    servers = {
+        "asgi_app": Server("ganforge", demo, workers),
+        "typed": Server("typed", demo, workers),
+    }
+    with warmed(servers["asgi_app"], name), warmed(servers["typed"], name):
+        out: dict[str, list] = {k: [] for k in servers}
+        for c in (8, 64):
+            runs: dict[str, list] = {k: [] for k in servers}
+            for _ in range(rounds):
+                for k, srv in servers.items():
+                    runs[k].append(asyncio.run(drive(srv.url, name, c, seconds, srv)))
+            for k in servers:
+                out[k].append(best(runs[k]))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundles", nargs="*", type=Path, help="bundle folders (default: bundles/)")
@@ -474,7 +494,7 @@ def main(argv=None) -> int:
         results["soak"] = soak(demo, name, seconds, workers)
     if args.ab:
         print("request layer A/B: typed @bentoml.api handlers, same pipeline ...", flush=True)
-        results["typed"] = measure(Server("typed", demo, workers), name, (8, 64), seconds)
+        results["request_layers"] = request_layers(demo, name, seconds, workers)
     if args.empty:
         print("an empty BentoML endpoint, same workers ...", flush=True)
         results["empty"] = measure(Server("empty", [], workers), "none", (8, 64), seconds)
@@ -550,9 +570,14 @@ def report(results: dict) -> None:
             f"soak (4 x 64 clients): RSS {[round(r['rss_mb']) for r in results['soak']]} MB "
             f"({s['rss_soak_growth_mb']:+.0f} MB first to last)"
         )
-    for key, label in (("typed", "typed @bentoml.api handlers"), ("empty", "empty BentoML api")):
-        if key in results:
-            rows = by_clients(results[key]["levels"])
+    layers = results.get("request_layers", {})
+    for rows, label in (
+        (layers.get("asgi_app"), "request layer A/B, mounted Starlette app"),
+        (layers.get("typed"), "request layer A/B, typed @bentoml.api handlers"),
+        (results.get("empty", {}).get("levels"), "empty BentoML api"),
+    ):
+        if rows:
+            rows = by_clients(rows)
             print(f"{label}: " + ", ".join(
                 f"{rows[c]['images_per_s']:.0f} img/s at {c} clients" for c in sorted(rows)
             ))  # fmt: skip
