@@ -56,6 +56,7 @@ class MicroBatcher:
         self.pending: list[tuple[int, Arrays, asyncio.Future]] = []
         self.busy = False
         self._scheduled = False
+        self._task: asyncio.Task | None = None  # the loop keeps only weak references to tasks
 
     async def __call__(self, *inputs: Any) -> tuple[np.ndarray, ...]:
         loop = asyncio.get_running_loop()
@@ -83,15 +84,15 @@ class MicroBatcher:
         jobs = self._take()
         if jobs:
             self.busy = True
-            asyncio.ensure_future(self._run(jobs))
+            self._task = asyncio.ensure_future(self._run(jobs))
 
     async def _run(self, jobs: list[tuple[int, Arrays, asyncio.Future]]) -> None:
         loop = asyncio.get_running_loop()
+        rows = sum(j[0] for j in jobs)
         try:
-            inputs = [_join([j[1][i] for j in jobs]) for i in range(len(jobs[0][1]))]
-            rows = sum(j[0] for j in jobs)
-            self.observe(rows)
             try:
+                inputs = [_join([j[1][i] for j in jobs]) for i in range(len(jobs[0][1]))]
+                self.observe(rows)
                 outputs = await loop.run_in_executor(self.executor, self.run, *inputs)
             except Exception as exc:  # ORT failure, device out of memory: log once, fail the call
                 log.error(
@@ -112,6 +113,11 @@ class MicroBatcher:
                 if not future.done():
                     future.set_result(tuple(o[start : start + n] for o in outputs))
                 start += n
+        except BaseException as exc:  # never leave a request waiting for an answer
+            for _, _, future in jobs:
+                if not future.done():
+                    future.set_exception(EngineError(f"the engine call failed: {exc!r}"))
+            raise
         finally:
             self.busy = False
             self._dispatch()
