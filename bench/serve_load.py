@@ -1,20 +1,22 @@
-"""Serving load benchmark: `bentoml serve` under 1/8/32/64 concurrent one-image clients.
+"""Serving load benchmark: ganforge against the plain handler a user would write instead.
 
-Measures, in one run on this machine:
-- the engine's own throughput (export.bundle called directly, batch 64): generator alone and
-  generator + discriminator (the work behind one served image, which carries a score);
-- the server's images/s and p50/p99 latency with adaptive batching on and off (GAN_BATCHING=0);
-- the resident memory (RSS) of all the server's processes, idle and under load, and over a soak
-  of four more 64-client runs against one server (growth there is a leak, not warm-up);
-- the same load against an empty BentoML endpoint (bench/empty_service.py) with the same workers:
-  what the framework itself costs per request, the ceiling for one-image requests;
-- the export benchmark's 64x64 RGB DCGAN served alone (8 and 64 clients, batching on and off),
-  where the engine, not HTTP, is the larger cost (--no-dcgan64 skips it).
+In one run, same machine, same aiohttp client, same worker count, one server at a time:
+- the **plain handler**: a Starlette app under uvicorn (``plain_app`` below), ONNX Runtime
+  generator then discriminator at batch 1 for every request, a base64 PNG in JSON;
+- **ganforge**: ``bentoml serve serving.service:GanService`` with the three demo bundles;
+at 1, 8 and 64 concurrent one-image clients, for the digits DCGAN (32x32) and the export
+benchmark's 64x64 RGB DCGAN (--no-dcgan64 skips it), and ganforge requests of 8 images. Reported:
+images/s, p50/p99 latency, ganforge / plain, the mean engine batch size per level (from
+/metrics: batches > 1 form under concurrency), and the resident memory (RSS) of all ganforge's
+processes, idle, under load and over a soak of four more 64-client runs (growth there is a leak).
+``--ab`` also serves the same pipeline through typed ``@bentoml.api`` handlers
+(serving/typed.py) to compare the two request layers under the same ``bentoml serve``;
+``--empty`` an empty BentoML endpoint (bench/empty_service.py), the framework's own ceiling.
 
 Bundles: --bundles DIR... , else the newest dcgan/cgan/stylegan bundles under bundles/ (where
-`make demo` writes them), else tiny
-ones trained and exported here (cached in bench/results/cache). Requests go only to 127.0.0.1.
-Prints a markdown table and writes bench/results/serve_load.json.
+`make demo` writes them), else ones with the demo's architectures, briefly trained and exported
+here (cached in bench/results/cache). Requests go only to 127.0.0.1.
+Prints markdown tables and writes bench/results/serve_load.json.
 """
 
 from __future__ import annotations
@@ -40,7 +42,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 KINDS = ("dcgan", "cgan", "stylegan")
 RESULTS = REPO / "bench" / "results"
-GOALS = {"ratio_engine_at_64": 0.70, "speedup_vs_off_at_64": 5.0, "p99_ms_at_8": 250, "rss_mb": 600}
+GOALS = {
+    "ratio_at_1": 0.8,
+    "ratio_at_8": 1.0,
+    "ratio_at_64": 1.0,
+    "n8_vs_plain": 3.0,
+    "rss_mb": 600,
+}
 
 
 # -- bundles ------------------------------------------------------------------------------------
@@ -91,44 +99,51 @@ def gate_passed(path: Path) -> bool:
     return read_gate(path, sha256_file(path / MANIFEST))[1]
 
 
-# -- engine reference ---------------------------------------------------------------------------
-def engine_throughput(path: Path, batch: int = 64, seconds: float = 3.0) -> dict[str, float]:
-    """Images/s of the bundle's graphs called directly at ``batch`` (ONNX Runtime, same threads)."""
-    from export import sampling
-    from export.bundle import load
+# -- the plain handler ----------------------------------------------------------------------------
+def plain_app():
+    """What a user writes instead of ganforge: a Starlette app that runs the bundle's ONNX generator
+    and discriminator once per request at batch 1 and returns a base64 PNG in JSON. Configured by
+    PLAIN_BUNDLE (a bundle folder) and PLAIN_THREADS (ONNX Runtime threads per worker)."""
+    import base64
+    import io
 
-    b = load(path, require_gate=False)
-    seeds = list(range(batch))
-    labels = sampling.labels_for_seeds(seeds, b.num_classes)
-    z = sampling.z_from_seeds(seeds, b.latent_dim)
-    if b.kind == "stylegan":
-        w = b.mapping(z, labels)
-        ws = np.repeat(w[:, None, :], b.num_ws, axis=1)
+    import onnxruntime as ort
+    from PIL import Image
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
 
-        def gen():
-            return b.synthesis(ws)
-    else:
+    root = Path(os.environ["PLAIN_BUNDLE"])
+    manifest = json.loads((root / "manifest.json").read_text())
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(os.environ.get("PLAIN_THREADS", "1"))
 
-        def gen():
-            return b.generator(z, labels)
+    def session(graph: str):
+        file = root / manifest["graphs"][graph]["files"]["onnx"]
+        return ort.InferenceSession(str(file), so, providers=["CPUExecutionProvider"])
 
-    def timed(fn) -> float:
-        fn()
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            fn()
-            n += batch
-        return n / (time.perf_counter() - t0)
+    gen, disc = session("generator"), session("discriminator")
+    g_in, d_in = gen.get_inputs()[0].name, disc.get_inputs()[0].name
+    latent = int(manifest["latent_dim"])
 
-    gen()
-    return {
-        "generator": timed(gen),
-        "generator+discriminator": timed(lambda: b.discriminator(gen(), labels)),
-        "provider": b.provider,
-    }
+    async def generate(request: Request):
+        body = await request.json()
+        seed = int(body.get("seed", 0))
+        z = np.random.Generator(np.random.PCG64(seed)).standard_normal(latent, dtype=np.float32)
+        image = gen.run(None, {g_in: z[None]})[0]
+        score = float(disc.run(None, {d_in: image})[0].reshape(-1)[0])
+        pixels = np.clip(np.rint((image[0] + 1) * 127.5), 0, 255).astype(np.uint8)
+        pixels = pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="PNG")
+        png = base64.b64encode(buf.getvalue()).decode("ascii")
+        return JSONResponse({"images": [{"seed": seed, "score": score, "png": png}]})
+
+    return Starlette(routes=[Route("/generate", generate, methods=["POST"])])
 
 
-# -- server -------------------------------------------------------------------------------------
+# -- servers ------------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -136,50 +151,72 @@ def free_port() -> int:
 
 
 class Server:
+    """A server process in its own session on 127.0.0.1; ``kind`` ganforge | typed | plain | empty."""
+
     def __init__(
-        self,
-        bundles: list[Path],
-        batching: bool,
-        ungated: bool,
-        extra_env=None,
-        target: str = "serving.service:GanService",
+        self, kind: str, bundles: list[Path], workers: int, ungated: bool = True, env=None
     ):
-        self.port = free_port()
+        self.kind, self.port = kind, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GAN_")}
-        env.update(
-            GAN_BUNDLES=os.pathsep.join(map(str, bundles)),
-            GAN_BATCHING="1" if batching else "0",
+        full = {k: v for k, v in os.environ.items() if not k.startswith(("GAN_", "PLAIN_"))}
+        full.update(
             BENTOML_DO_NOT_TRACK="1",
-            BENTOML_HOME=env.get("BENTOML_HOME") or tempfile.mkdtemp(prefix="bench-bentoml-"),
+            BENTOML_HOME=full.get("BENTOML_HOME") or tempfile.mkdtemp(prefix="bench-bentoml-"),
+            PYTHONPATH=str(REPO),
+            GAN_BUNDLES=os.pathsep.join(map(str, bundles)),
+            GAN_API_WORKERS=str(workers),
+            EMPTY_WORKERS=str(workers),
         )
         if ungated:
-            env["GAN_ALLOW_UNGATED"] = "1"
-        env.update(extra_env or {})
+            full["GAN_ALLOW_UNGATED"] = "1"
+        full.update(env or {})
+        host = ["--host", "127.0.0.1", "--port", str(self.port)]
+        targets = {
+            "ganforge": "serving.service:GanService",
+            "typed": "serving.typed:TypedGanService",
+            "empty": "bench.empty_service:EmptyService",
+        }
+        if kind == "plain":
+            from serving.config import usable_cpus
+
+            full.update(
+                PLAIN_BUNDLE=str(bundles[0]), PLAIN_THREADS=str(max(1, usable_cpus() // workers))
+            )
+            cmd = [sys.executable, "-m", "uvicorn", "--factory", "bench.serve_load:plain_app",
+                   "--workers", str(workers), *host]  # fmt: skip
+        else:
+            cmd = [sys.executable, "-m", "bentoml", "serve", targets[kind], *host]
         self.log = tempfile.NamedTemporaryFile(prefix="serve-load-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", target,
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            cmd, cwd=REPO, env=full, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )  # fmt: skip
 
-    def wait_ready(self, timeout: float = 120) -> None:
+    def wait_ready(self, timeout: float = 180) -> None:
         import urllib.request
 
+        probe = "/generate" if self.kind == "plain" else "/readyz"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise SystemExit(
-                    f"bentoml serve exited:\n{Path(self.log.name).read_text()[-4000:]}"
+                    f"{self.kind} server exited:\n{Path(self.log.name).read_text()[-4000:]}"
                 )
             try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        return
+                if probe == "/readyz":
+                    with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as r:
+                        if r.status == 200:
+                            return
+                else:
+                    req = urllib.request.Request(f"{self.url}/generate", data=b'{"seed": 0}',
+                                                 headers={"content-type": "application/json"})  # fmt: skip
+                    with urllib.request.urlopen(req, timeout=2) as r:
+                        if r.status == 200:
+                            return
             except OSError:
                 pass
             time.sleep(0.5)
-        raise SystemExit("server not ready in time")
+        raise SystemExit(f"{self.kind} server not ready in time")
 
     def rss_mb(self) -> float:
         import psutil
@@ -197,6 +234,29 @@ class Server:
                 pass
         return total / 2**20
 
+    def batch_stats(self) -> tuple[float, float]:
+        """(engine calls, rows) of the render batchers so far, from /metrics (0, 0 if none)."""
+        import re
+        import urllib.request
+
+        if self.kind not in ("ganforge", "typed"):
+            return 0.0, 0.0
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        count = sum(
+            map(
+                float,
+                re.findall(r'ganforge_engine_batch_size_count\{api="render"[^}]*\} (\S+)', text),
+            )
+        )
+        rows = sum(
+            map(
+                float,
+                re.findall(r'ganforge_engine_batch_size_sum\{api="render"[^}]*\} (\S+)', text),
+            )
+        )
+        return count, rows
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -208,9 +268,7 @@ class Server:
         Path(self.log.name).unlink(missing_ok=True)
 
 
-async def drive(
-    url: str, model: str, clients: int, seconds: float, max_requests: int, server, n: int = 1
-):
+async def drive(url: str, model: str, clients: int, seconds: float, server, n: int = 1):
     """``clients`` concurrent loops, each one request (``n`` images) at a time, until the deadline."""
     import aiohttp
 
@@ -222,8 +280,10 @@ async def drive(
 
     async def client(session):
         nonlocal errors
-        while time.perf_counter() < stop_at and len(latencies) < max_requests:
-            body = {"model": model, "seed": next(next_seed) * n, "n": n}
+        while time.perf_counter() < stop_at:
+            body = {"model": model, "seed": next(next_seed) * n}
+            if n != 1:
+                body["n"] = n
             t0 = time.perf_counter()
             async with session.post(f"{url}/generate", json=body) as r:
                 await r.read()
@@ -239,11 +299,13 @@ async def drive(
             rss_peak = max(rss_peak, await asyncio.to_thread(server.rss_mb))
             await asyncio.sleep(0.5)
 
+    calls0, rows0 = await asyncio.to_thread(server.batch_stats)
     conn = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(60)) as s:
         t0 = time.perf_counter()
         await asyncio.gather(*(client(s) for _ in range(clients)), sample_rss())
         wall = time.perf_counter() - t0
+    calls1, rows1 = await asyncio.to_thread(server.batch_stats)
     lat = sorted(latencies)
     return {
         "clients": clients,
@@ -253,6 +315,7 @@ async def drive(
         "images_per_s": n * len(lat) / wall,
         "p50_ms": 1000 * statistics.median(lat) if lat else float("nan"),
         "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
+        "mean_batch": (rows1 - rows0) / (calls1 - calls0) if calls1 > calls0 else None,
         "rss_peak_mb": rss_peak,
     }
 
@@ -261,11 +324,13 @@ async def warm_up(url: str, model: str, n: int = 40) -> None:
     import aiohttp
 
     async with aiohttp.ClientSession() as s:
-        for i in range(n):  # sequential: BentoML's batcher trains on its first calls
+        for i in range(n):
             async with s.post(f"{url}/generate", json={"model": model, "seed": i}) as r:
                 await r.read()
         bodies = [{"model": model, "seed": i} for i in range(64)]
-        await asyncio.gather(*(s.post(f"{url}/generate", json=b) for b in bodies))
+        rs = await asyncio.gather(*(s.post(f"{url}/generate", json=b) for b in bodies))
+        for r in rs:
+            await r.read()
 
 
 @contextlib.contextmanager
@@ -279,35 +344,29 @@ def warmed(server: Server, model: str):
         server.stop()
 
 
-def ganforge_server(bundles, batching, ungated, workers) -> Server:
-    return Server(list(bundles.values()), batching, ungated, {"GAN_API_WORKERS": str(workers)})
-
-
 def by_clients(rows: list[dict]) -> dict[int, dict]:
     return {r["clients"]: r for r in rows}
 
 
-def run_server(bundles, model, batching, ungated, levels, seconds, max_requests, workers, n8=True):
-    with warmed(ganforge_server(bundles, batching, ungated, workers), model) as server:
-        idle = server.rss_mb()
-        rows = [
-            asyncio.run(drive(server.url, model, c, seconds, max_requests, server)) for c in levels
+def measure(server: Server, model: str, levels, seconds: float, n8_levels=()) -> dict:
+    with warmed(server, model):
+        out = {"rss_idle_mb": server.rss_mb()}
+        out["levels"] = [asyncio.run(drive(server.url, model, c, seconds, server)) for c in levels]
+        out["n8"] = [
+            asyncio.run(drive(server.url, model, c, seconds, server, 8)) for c in n8_levels
         ]
-        out = {"rss_idle_mb": idle, "levels": rows}
-        if n8:  # the same engine path when each request carries 8 images: what HTTP costs
-            out["n8"] = asyncio.run(
-                drive(server.url, model, 64, seconds, max_requests, server, n=8)
-            )
         out["rss_after_mb"] = server.rss_mb()
         return out
 
 
-def empty_ceiling(workers: int, levels, seconds: float) -> list[dict]:
-    """req/s of an empty BentoML endpoint (bench/empty_service.py): the framework's own ceiling."""
-    env = {"EMPTY_WORKERS": str(workers)}
-    empty = Server([], True, False, env, target="bench.empty_service:EmptyService")
-    with warmed(empty, "none") as server:
-        return [asyncio.run(drive(server.url, "none", c, seconds, 10**6, server)) for c in levels]
+def soak(bundles: list[Path], model: str, seconds: float, workers: int, rounds: int = 4) -> list:
+    """Rounds of 64 clients against one ganforge server; RSS after each (growth = a leak)."""
+    with warmed(Server("ganforge", bundles, workers), model) as server:
+        out = []
+        for _ in range(rounds):
+            r = asyncio.run(drive(server.url, model, 64, seconds, server))
+            out.append({"requests": r["requests"], "rss_mb": server.rss_mb()})
+        return out
 
 
 def build_dcgan64(cache: Path) -> Path:
@@ -333,180 +392,198 @@ def build_dcgan64(cache: Path) -> Path:
     )
 
 
+def best(runs: list[dict]) -> dict:
+    """The fastest of repeated runs (background load on a shared machine only slows a run)."""
+    out = dict(max(runs, key=lambda r: r["images_per_s"]))
+    out["runs_images_per_s"] = [round(r["images_per_s"], 1) for r in runs]
+    return out
+
+
+def compare(
+    name: str, path: Path, all_bundles: list[Path], levels, seconds, workers, rounds: int = 2
+) -> dict:
+    """The plain handler on ``path`` and ganforge serving ``all_bundles``, both started and warmed
+    up, driven in turn (plain, ganforge, plain, ganforge, ... ``rounds`` times at each level) so a
+    drift in the machine's background load hits both alike; each figure is the best of its runs."""
+    plain_srv = Server("plain", [path], workers)
+    ours_srv = Server("ganforge", all_bundles, workers)
+    with warmed(plain_srv, name), warmed(ours_srv, name):
+        idle = ours_srv.rss_mb()
+        plain, ours, n8 = [], [], []
+        for c in levels:
+            runs: dict[str, list] = {"plain": [], "ours": []}
+            for _ in range(rounds):
+                runs["plain"].append(asyncio.run(drive(plain_srv.url, name, c, seconds, plain_srv)))
+                runs["ours"].append(asyncio.run(drive(ours_srv.url, name, c, seconds, ours_srv)))
+            plain.append(best(runs["plain"]))
+            ours.append(best(runs["ours"]))
+        for c in (8, 64):
+            runs8 = [asyncio.run(drive(ours_srv.url, name, c, seconds, ours_srv, 8))]
+            n8.append(best(runs8))
+        after = ours_srv.rss_mb()
+    p, g, g8 = by_clients(plain), by_clients(ours), by_clients(n8)
+    return {
+        "model": name,
+        "plain": {"levels": plain},
+        "ganforge": {"levels": ours, "n8": n8, "rss_idle_mb": idle, "rss_after_mb": after},
+        "ratio": {c: g[c]["images_per_s"] / p[c]["images_per_s"] for c in levels},
+        "n8_vs_plain": {c: g8[c]["images_per_s"] / p[c]["images_per_s"] for c in g8 if c in p},
+    }
+
+
+def request_layers(demo: list[Path], name: str, seconds, workers, rounds: int = 2) -> dict:
+    """The mounted Starlette app (serving.service) against typed @bentoml.api handlers
+    (serving.typed) calling the same in-process pipeline, under the same ``bentoml serve``, driven
+    in turn at 8 and 64 clients; best of ``rounds`` runs each."""
+    servers = {
+        "asgi_app": Server("ganforge", demo, workers),
+        "typed": Server("typed", demo, workers),
+    }
+    with warmed(servers["asgi_app"], name), warmed(servers["typed"], name):
+        out: dict[str, list] = {k: [] for k in servers}
+        for c in (8, 64):
+            runs: dict[str, list] = {k: [] for k in servers}
+            for _ in range(rounds):
+                for k, srv in servers.items():
+                    runs[k].append(asyncio.run(drive(srv.url, name, c, seconds, srv)))
+            for k in servers:
+                out[k].append(best(runs[k]))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundles", nargs="*", type=Path, help="bundle folders (default: bundles/)")
-    ap.add_argument("--kind", default="dcgan", choices=KINDS, help="model the clients ask for")
-    ap.add_argument("--quick", action="store_true", help="short runs (CI smoke)")
-    ap.add_argument("--seconds", type=float, default=None, help="seconds per concurrency level")
-    ap.add_argument(
-        "--api-workers", type=int, default=None, help="GAN_API_WORKERS (default: the server's)"
-    )
+    ap.add_argument("--quick", action="store_true", help="short runs (smoke)")
+    ap.add_argument("--seconds", type=float, default=None, help="seconds per level (default 8)")
+    ap.add_argument("--workers", type=int, default=None, help="workers of every server")
     ap.add_argument("--no-dcgan64", action="store_true", help="skip the 64x64 DCGAN section")
+    ap.add_argument("--no-soak", action="store_true", help="skip the RSS soak")
+    ap.add_argument("--ab", action="store_true", help="also: typed @bentoml.api request layer")
+    ap.add_argument("--empty", action="store_true", help="also: an empty BentoML endpoint")
     ap.add_argument("--out", type=Path, default=RESULTS / "serve_load.json")
     args = ap.parse_args(argv)
-    # a SIGTERM must still stop the server we started (the `finally` in run_server)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the servers we started
     from serving.config import default_api_workers
 
-    workers = args.api_workers or default_api_workers()
-    seconds = args.seconds or (3.0 if args.quick else 10.0)
-    levels = (1, 8, 32, 64)
+    workers = args.workers or default_api_workers()
+    seconds = args.seconds or (3.0 if args.quick else 8.0)
+    levels = (1, 8, 64)
     if args.bundles:
         bundles = find_bundles_from(args.bundles)
     else:
         bundles = find_bundles(REPO / "bundles")
         if set(bundles) != set(KINDS):
-            print("no demo bundles under bundles/: building tiny ones (cached)", flush=True)
+            print("no demo bundles under bundles/: using the demo architectures, briefly trained")
             bundles = build_tiny_bundles(RESULTS / "cache" / "demo-arch")
-    if args.kind not in bundles:
-        raise SystemExit(f"no {args.kind} bundle among {sorted(bundles)}")
-    ungated = not all(gate_passed(p) for p in bundles.values())
-    if ungated:
-        print("note: some bundles have no passing gate; serving them with GAN_ALLOW_UNGATED=1")
-    manifest = json.loads((bundles[args.kind] / "manifest.json").read_text())
-    model = manifest["name"]
-
-    print(f"engine reference: {model} at batch 64 ...", flush=True)
-    engine = engine_throughput(bundles[args.kind], seconds=2.0 if args.quick else 5.0)
-    results = {"model": model, "kind": args.kind, "api_workers": workers, "engine_batch64": engine}
-    for batching in (True, False):
-        label = "batching on" if batching else "batching off"
-        print(f"serving the demo bundles with {label} ...", flush=True)
-        results["on" if batching else "off"] = run_server(
-            bundles, model, batching, ungated, levels, seconds, 100_000, workers
-        )
-    print("soak: four 64-client runs against one server, RSS after each ...", flush=True)
-    results["soak"] = soak(bundles, model, ungated, seconds, workers)
-    print("an empty BentoML endpoint, same workers and load ...", flush=True)
-    results["empty"] = empty_ceiling(workers, (8, 64), seconds)
+    if "dcgan" not in bundles:
+        raise SystemExit(f"no dcgan bundle among {sorted(bundles)}")
+    demo = list(bundles.values())
+    name = json.loads((bundles["dcgan"] / "manifest.json").read_text())["name"]
+    results: dict = {"workers": workers, "seconds_per_level": seconds, "sections": []}
+    results["loadavg_before"] = os.getloadavg()
+    print(f"digits DCGAN {name!r}, the three demo bundles served ...", flush=True)
+    results["sections"].append(compare(name, bundles["dcgan"], demo, levels, seconds, workers))
     if not args.no_dcgan64:
-        print("the export benchmark's 64x64 DCGAN, served alone ...", flush=True)
         path = build_dcgan64(RESULTS / "cache" / "dcgan64")
-        name = json.loads((path / "manifest.json").read_text())["name"]
-        big = {"model": name, "path": str(path)}
-        big["engine_batch64"] = engine_throughput(path, seconds=2.0 if args.quick else 5.0)
-        for batching in (True, False):
-            big["on" if batching else "off"] = run_server(
-                {"dcgan": path}, name, batching, True, (8, 64), seconds, 100_000, workers, False
-            )
-        results["dcgan64"] = big
+        big = json.loads((path / "manifest.json").read_text())["name"]
+        print(f"64x64 RGB DCGAN {big!r}, served alone ...", flush=True)
+        results["sections"].append(compare(big, path, [path], levels, seconds, workers))
+    if not args.no_soak:
+        print("soak: four 64-client runs against one ganforge server, RSS after each ...")
+        results["soak"] = soak(demo, name, seconds, workers)
+    if args.ab:
+        print("request layer A/B: typed @bentoml.api handlers, same pipeline ...", flush=True)
+        results["request_layers"] = request_layers(demo, name, seconds, workers)
+    if args.empty:
+        print("an empty BentoML endpoint, same workers ...", flush=True)
+        results["empty"] = measure(Server("empty", [], workers), "none", (8, 64), seconds)
 
-    on = by_clients(results["on"]["levels"])
-    off = by_clients(results["off"]["levels"])
-    empty = by_clients(results["empty"])
-    ref = engine["generator+discriminator"]
-    soak_rss = [r["rss_mb"] for r in results["soak"]]
+    first = results["sections"][0]
+    rss = [first["ganforge"]["rss_idle_mb"], first["ganforge"]["rss_after_mb"]]
+    rss += [r["rss_peak_mb"] for r in first["ganforge"]["levels"] + first["ganforge"]["n8"]]
+    soak_rss = [r["rss_mb"] for r in results.get("soak", [])]
     summary = {
-        "ratio_engine_at_64": on[64]["images_per_s"] / ref,
-        "ratio_engine_generator_only_at_64": on[64]["images_per_s"] / engine["generator"],
-        "speedup_vs_off_at_64": on[64]["images_per_s"] / off[64]["images_per_s"],
-        "p99_ms_at_8": on[8]["p99_ms"],
-        "empty_endpoint_req_s_at_64": empty[64]["images_per_s"],
-        "ratio_empty_endpoint_at_64": on[64]["images_per_s"] / empty[64]["images_per_s"],
-        "empty_endpoint_ratio_engine": empty[64]["images_per_s"] / ref,
-        "rss_idle_mb": results["on"]["rss_idle_mb"],
-        "rss_peak_mb": max([r["rss_peak_mb"] for r in results["on"]["levels"]] + soak_rss),
-        "rss_growth_mb": results["on"]["rss_after_mb"] - results["on"]["rss_idle_mb"],
-        "rss_soak_growth_mb": soak_rss[-1] - soak_rss[0],
+        "ratio": {s["model"]: s["ratio"] for s in results["sections"]},
+        "n8_vs_plain": {s["model"]: s["n8_vs_plain"] for s in results["sections"]},
+        "rss_peak_mb": max(rss + soak_rss),
+        "rss_soak_growth_mb": soak_rss[-1] - soak_rss[0] if soak_rss else None,
     }
-    if "dcgan64" in results:
-        big = results["dcgan64"]
-        bon = by_clients(big["on"]["levels"])
-        boff = by_clients(big["off"]["levels"])
-        bref = big["engine_batch64"]["generator+discriminator"]
-        summary["dcgan64_ratio_engine_at_64"] = bon[64]["images_per_s"] / bref
-        summary["dcgan64_speedup_vs_off_at_64"] = bon[64]["images_per_s"] / boff[64]["images_per_s"]
+    r = first["ratio"]
     summary["goals_met"] = {
-        "ratio_engine_at_64": summary["ratio_engine_at_64"] >= GOALS["ratio_engine_at_64"],
-        "speedup_vs_off_at_64": summary["speedup_vs_off_at_64"] >= GOALS["speedup_vs_off_at_64"],
-        "p99_ms_at_8": summary["p99_ms_at_8"] < GOALS["p99_ms_at_8"],
+        "ratio_at_1": r[1] >= GOALS["ratio_at_1"],
+        "ratio_at_8": r[8] >= GOALS["ratio_at_8"],
+        "ratio_at_64": r[64] >= GOALS["ratio_at_64"],
+        "n8_vs_plain": min(first["n8_vs_plain"].values()) >= GOALS["n8_vs_plain"],
         "rss_mb": summary["rss_peak_mb"] <= GOALS["rss_mb"],
-        "rss_no_growth_in_soak": summary["rss_soak_growth_mb"] <= 10,
+        "rss_flat_in_soak": soak_rss == [] or summary["rss_soak_growth_mb"] <= 10,
     }
     results.update(
         summary=summary,
         goals=GOALS,
-        seconds_per_level=seconds,
         bundles={k: str(v) for k, v in bundles.items()},
         machine={"cpus": os.cpu_count(), "python": platform.python_version()},
         when=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    report(results, levels)
+    results["loadavg_after"] = os.getloadavg()
+    report(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    args.out.write_text(json.dumps(results, indent=2, default=str))
     print(f"wrote {args.out}")
     return 0
 
 
-def soak(bundles, model, ungated, seconds, workers, rounds: int = 4) -> list[dict]:
-    """Rounds of 64 clients against one server; RSS after each (growth = a leak, not warm-up)."""
-    with warmed(ganforge_server(bundles, True, ungated, workers), model) as server:
-        out = []
-        for _ in range(rounds):
-            r = asyncio.run(drive(server.url, model, 64, seconds, 10**6, server))
-            out.append({"requests": r["requests"], "rss_mb": server.rss_mb()})
-        return out
-
-
-def _row(label, a, b) -> str:
-    return (
-        f"| {label} | {a['images_per_s']:.0f} | {a['p50_ms']:.1f} | {a['p99_ms']:.1f} | "
-        f"{b['images_per_s']:.0f} | {b['p50_ms']:.1f} | {b['p99_ms']:.1f} |"
-    )
-
-
-def report(results: dict, levels) -> None:
-    engine, s = results["engine_batch64"], results["summary"]
-    on = by_clients(results["on"]["levels"])
-    off = by_clients(results["off"]["levels"])
+def report(results: dict) -> None:
     print(
-        f"\nServing load — {results['model']} ({results['kind']}), one image per request, "
-        f"{results['seconds_per_level']:g} s per level, {results['api_workers']} API workers"
+        f"\nServing load: {results['workers']} workers each, {results['seconds_per_level']:g} s per "
+        "level, one image per request unless noted"
     )
-    print(f"engine batch 64 ({engine['provider']}): generator {engine['generator']:.0f} img/s, "
-          f"generator+discriminator {engine['generator+discriminator']:.0f} img/s\n")  # fmt: skip
-    head = (
-        "| clients | batching on img/s | p50 ms | p99 ms | batching off img/s | p50 ms | p99 ms |"
-    )
-    print(head + "\n|---:|---:|---:|---:|---:|---:|---:|")
-    for c in levels:
-        print(_row(str(c), on[c], off[c]))
-    print(_row("64 x n=8", results["on"]["n8"], results["off"]["n8"]))
-    empty = by_clients(results["empty"])
+    for sec in results["sections"]:
+        p, g = by_clients(sec["plain"]["levels"]), by_clients(sec["ganforge"]["levels"])
+        print(f"\n{sec['model']}")
+        print("| clients | plain img/s | p50 ms | ganforge img/s | p50 ms | p99 ms | mean batch "
+              "| ganforge / plain |")  # fmt: skip
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for c in sorted(g):
+            b = g[c]["mean_batch"]
+            print(
+                f"| {c} | {p[c]['images_per_s']:.0f} | {p[c]['p50_ms']:.1f} | "
+                f"{g[c]['images_per_s']:.0f} | {g[c]['p50_ms']:.1f} | {g[c]['p99_ms']:.1f} | "
+                f"{'-' if b is None else f'{b:.1f}'} | {sec['ratio'][c]:.2f}x |"
+            )
+        for row in sec["ganforge"]["n8"]:
+            c = row["clients"]
+            b = row["mean_batch"]
+            print(
+                f"| {c} x n=8 | ({p[c]['images_per_s']:.0f}) | | {row['images_per_s']:.0f} | "
+                f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {'-' if b is None else f'{b:.1f}'} "
+                f"| {sec['n8_vs_plain'][c]:.2f}x |"
+            )
+    first = results["sections"][0]["ganforge"]
+    s = results["summary"]
     print(
-        f"\nempty BentoML endpoint, same workers: {empty[8]['images_per_s']:.0f} req/s at 8 "
-        f"clients, {empty[64]['images_per_s']:.0f} at 64 "
-        f"(= {100 * s['empty_endpoint_ratio_engine']:.0f}% of the engine's G+D batch-64)"
+        f"\nRSS of ganforge's processes (three demo bundles): idle {first['rss_idle_mb']:.0f} MB, "
+        f"peak {s['rss_peak_mb']:.0f} MB"
     )
-    print(
-        f"at 64 clients: {100 * s['ratio_engine_at_64']:.0f}% of engine G+D batch-64 "
-        f"({100 * s['ratio_engine_generator_only_at_64']:.0f}% of generator-only), "
-        f"{100 * s['ratio_empty_endpoint_at_64']:.0f}% of the empty endpoint, "
-        f"{s['speedup_vs_off_at_64']:.1f}x batching off; p99 at 8 clients {s['p99_ms_at_8']:.0f} ms"
-    )
-    print(
-        f"RSS of the server's processes: idle {s['rss_idle_mb']:.0f} MB, peak under load "
-        f"{s['rss_peak_mb']:.0f} MB, growth over the level run {s['rss_growth_mb']:+.0f} MB; soak "
-        f"(4 x 64 clients) RSS {[round(r['rss_mb']) for r in results['soak']]} MB "
-        f"({s['rss_soak_growth_mb']:+.0f} MB first to last)"
-    )
-    if "dcgan64" in results:
-        big = results["dcgan64"]
-        bon = by_clients(big["on"]["levels"])
-        boff = by_clients(big["off"]["levels"])
-        e = big["engine_batch64"]
+    if results.get("soak"):
         print(
-            f"\n{big['model']} (64x64 RGB DCGAN, served alone): engine batch 64 generator "
-            f"{e['generator']:.0f} img/s, generator+discriminator {e['generator+discriminator']:.0f}"
+            f"soak (4 x 64 clients): RSS {[round(r['rss_mb']) for r in results['soak']]} MB "
+            f"({s['rss_soak_growth_mb']:+.0f} MB first to last)"
         )
-        print(head + "\n|---:|---:|---:|---:|---:|---:|---:|")
-        for c in (8, 64):
-            print(_row(str(c), bon[c], boff[c]))
-        print(
-            f"at 64 clients: {100 * s['dcgan64_ratio_engine_at_64']:.0f}% of engine G+D batch-64, "
-            f"{s['dcgan64_speedup_vs_off_at_64']:.1f}x batching off"
-        )
+    layers = results.get("request_layers", {})
+    for rows, label in (
+        (layers.get("asgi_app"), "request layer A/B, mounted Starlette app"),
+        (layers.get("typed"), "request layer A/B, typed @bentoml.api handlers"),
+        (results.get("empty", {}).get("levels"), "empty BentoML api"),
+    ):
+        if rows:
+            rows = by_clients(rows)
+            print(f"{label}: " + ", ".join(
+                f"{rows[c]['images_per_s']:.0f} img/s at {c} clients" for c in sorted(rows)
+            ))  # fmt: skip
+    print(
+        f"load average (1, 5, 15 min) before {results['loadavg_before']}, after {results['loadavg_after']}"
+    )
     print("goals met:", ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in s["goals_met"].items()))
 
 

@@ -11,8 +11,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from export import bundle as bundle_mod
-from export.errors import BundleError
+from gancore import bundle as bundle_mod
+from gancore.errors import BundleError
 
 MODULE = "ganforge.export"
 

@@ -1,11 +1,13 @@
 """Server settings, read once from the environment (torch-free).
 
 Every limit is an environment variable so an operator can tune it without code; the defaults are
-the ones documented in the README.
+the ones documented in the README. :func:`current` parses them once per process and every part of
+the service (decorator arguments, workers, middleware) is handed that one object.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -36,16 +38,28 @@ def split_list(raw: str) -> list[str]:
     return [p.strip() for p in re.split(rf"[,{re.escape(os.pathsep)}]", raw or "") if p.strip()]
 
 
-def default_api_workers() -> int:
-    """One public worker per CPU, at most 4: the public side (HTTP, JSON, PNG) is the per-request
-    cost, while the engine's batches need one process. On the 2-core reference machine two
-    workers served 838 img/s against one worker's 450 (64 one-image clients, measured one after
-    the other with bench/serve_load.py's client)."""
+def usable_cpus() -> int:
     try:
-        cpus = len(os.sched_getaffinity(0))  # the CPUs this process may use (containers)
+        return len(os.sched_getaffinity(0))  # the CPUs this process may use (containers)
     except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus))
+        return os.cpu_count() or 1
+
+
+def default_api_workers() -> int:
+    """One serving worker per CPU, at most 4: every worker holds the engine, and the per-request
+    cost (HTTP, JSON, PNG) is spread over the workers' event loops."""
+    return max(1, min(4, usable_cpus()))
+
+
+def worker_device_id(worker_index: int | None, env: dict[str, str] | None = None) -> int:
+    """The GPU a serving worker runs on: workers are spread round-robin over the visible GPUs
+    (``CUDA_VISIBLE_DEVICES`` as BentoML sets it for the service, else ``GAN_NUM_GPUS``, else one).
+    ``worker_index`` is BentoML's ``server_context.worker_index`` (1-based; None outside a
+    server)."""
+    env = dict(os.environ if env is None else env)
+    visible = split_list(env.get("CUDA_VISIBLE_DEVICES", ""))
+    count = len(visible) if visible else _int(env, "GAN_NUM_GPUS", 1)
+    return 0 if not worker_index else (int(worker_index) - 1) % max(1, count)
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,7 @@ class Limits:
     max_generated: int = 512  # images computed for one request, filter oversampling included
     max_oversample: int = 16
     max_steps: int = 64  # interpolation steps
+    max_scale: int = 8  # integer upscaling of binary image / grid output
     max_body_bytes: int = 1_000_000
 
 
@@ -74,6 +89,11 @@ class Settings:
     max_latency_ms: int = 30_000
     api_workers: int = field(default_factory=default_api_workers)
     tracing: bool = False
+    ort_threads: int | None = None  # per worker; default: the usable CPUs / workers
+
+    @property
+    def threads_per_worker(self) -> int:
+        return self.ort_threads or max(1, usable_cpus() // max(1, self.api_workers))
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -84,6 +104,7 @@ class Settings:
             max_generated=_int(env, "GAN_MAX_GENERATED", Limits.max_generated),
             max_oversample=_int(env, "GAN_MAX_OVERSAMPLE", Limits.max_oversample),
             max_steps=_int(env, "GAN_MAX_STEPS", Limits.max_steps, minimum=2),
+            max_scale=_int(env, "GAN_MAX_SCALE", Limits.max_scale),
             max_body_bytes=_int(env, "GAN_MAX_BODY_BYTES", Limits.max_body_bytes),
         )
         return cls(
@@ -99,4 +120,17 @@ class Settings:
             max_latency_ms=_int(env, "GAN_MAX_LATENCY_MS", 30_000),
             api_workers=_int(env, "GAN_API_WORKERS", default_api_workers()),
             tracing=_flag(env, "GAN_TRACING"),
+            ort_threads=_int(env, "GANFORGE_ORT_THREADS", 0, minimum=0) or None,
         )
+
+
+@functools.cache
+def current() -> Settings:
+    """This process's settings, parsed from the environment once."""
+    return Settings.from_env()
+
+
+def reload() -> Settings:
+    """Forget the parsed settings (tests that change the environment between apps)."""
+    current.cache_clear()
+    return current()

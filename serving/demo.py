@@ -29,13 +29,13 @@ def curl_examples(bundle_dirs: Sequence[str | Path], url: str, api_key: str | No
     """Example requests for the served models, as shell commands."""
     auth = f" -H 'Authorization: Bearer {api_key}'" if api_key else ""
     post = f"curl -s{auth} -H 'Content-Type: application/json'"
-    lines = [f"curl -s {url}/readyz", f"{post} -X POST {url}/models -d '{{}}'"]
+    lines = [f"curl -s {url}/readyz", f"curl -s{auth} {url}/models"]
     for path in bundle_dirs:
         m = _manifest(Path(path))
         name, kind = m["name"], m["kind"]
         lines.append(
             f'{post} {url}/generate -d \'{{"model": "{name}", "n": 16, "seed": 0, '
-            f'"output": "grid"}}\' -o {name}-grid.png'
+            f'"output": "grid", "scale": 4}}\' -o {name}-grid.png'
         )
         if m.get("class_names"):
             lines.append(

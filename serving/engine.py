@@ -1,29 +1,27 @@
-"""The engine: runs bundle graphs on batches of packed rows (numpy only, torch-free).
+"""The engine, in-process in every serving worker (numpy + ONNX Runtime, torch-free).
 
-BentoML's adaptive batching joins ndarrays along axis 0, so every request to the engine is a
-float32 matrix with one row per image, whatever model it is for:
-
-    row = [model index, class label (-1: none), payload..., zero padding]
-
-``mapping`` rows carry ``z``; ``render`` rows carry ``z`` (DCGAN/cGAN) or the flattened
-``ws [num_ws, w_dim]`` (StyleGAN-lite). ``render`` returns ``[discriminator logit, image pixels...]``
-per row. Rows of different models share a batch and are split per model before running, and every
-graph is per-sample, so a row's result does not depend on its neighbours.
+Each worker loads and verifies the bundles itself, warms their sessions up, and runs the graphs on
+one engine thread per worker. Requests reach a graph through a :class:`MicroBatcher` per (model,
+graph): the rows of concurrent requests for the same graph are merged into one call. DCGAN/cGAN
+need one call per image batch (``render``: generator then discriminator, or the bundle's fused
+``render`` graph); StyleGAN-lite two (``mapping``, then ``render`` on the ws the request built).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from serving.batcher import MicroBatcher
 from serving.registry import gate_summary
 
 log = logging.getLogger("ganforge.serving")
-HEADER = 2  # model index, label
+WARM_SIZES = (1, 2, 3, 4, 8, 16, 32, 64)  # batch sizes the batcher makes most (GPU: no re-tune)
 
 
 @dataclass
@@ -46,6 +44,7 @@ class ModelInfo:
     ungated: bool
     calibration: dict[str, Any] | None = None
     path: str = ""
+    fused: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -58,13 +57,6 @@ class ModelInfo:
     @property
     def pixels(self) -> int:
         return self.channels * self.resolution * self.resolution
-
-    @property
-    def payload(self) -> int:
-        """Width of this model's render payload."""
-        if self.kind == "stylegan":
-            return int(self.num_ws) * int(self.w_dim)
-        return self.latent_dim
 
     @classmethod
     def from_bundle(cls, index: int, bundle: Any) -> ModelInfo:
@@ -88,6 +80,7 @@ class ModelInfo:
             ungated=not gate["passed"],
             calibration=getattr(bundle, "filters", None),
             path=str(bundle.path),
+            fused=bool(getattr(bundle, "fused", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +99,7 @@ class ModelInfo:
             "provider": self.provider,
             "gate": self.gate,
             "ungated": self.ungated,
+            "fused_render": self.fused,
             "filters": ["none", "top_k"] + (["drs"] if self.drs_ready else []),
         }
         if self.kind == "stylegan":
@@ -113,121 +107,82 @@ class ModelInfo:
         return out
 
 
-@dataclass
-class Layout:
-    """Row widths shared by every model the server holds (so requests can be concatenated)."""
-
-    in_width: int
-    map_width: int
-    out_width: int
-    models: list[ModelInfo] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, models: list[ModelInfo]) -> Layout:
-        payload = max(max(m.payload, m.latent_dim) for m in models)
-        w_dims = [m.w_dim for m in models if m.w_dim]
-        return cls(
-            in_width=HEADER + payload,
-            map_width=max(w_dims, default=1),
-            out_width=1 + max(m.pixels for m in models),
-            models=models,
-        )
-
-    def rows(self, model: ModelInfo, labels: np.ndarray | None, payload: np.ndarray) -> np.ndarray:
-        """Pack per-item payloads ``[N, P]`` (or ``[N, num_ws, w_dim]``) into engine rows."""
-        payload = np.asarray(payload, np.float32).reshape(len(payload), -1)
-        out = np.zeros((payload.shape[0], self.in_width), np.float32)
-        out[:, 0] = model.index
-        out[:, 1] = -1 if labels is None else np.asarray(labels, np.int64)
-        out[:, HEADER : HEADER + payload.shape[1]] = payload
-        return out
-
-    @staticmethod
-    def images(model: ModelInfo, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Split render output into (images ``[N, C, R, R]``, logits ``[N]``)."""
-        r = model.resolution
-        imgs = out[:, 1 : 1 + model.pixels].reshape(-1, model.channels, r, r)
-        return imgs.copy(), out[:, 0].copy()  # arrays from the engine's IPC are read-only
-
-
-def _groups(rows: np.ndarray, n_models: int):
-    """(model index, boolean row mask) for each model present in a batch."""
-    idx = rows[:, 0].astype(np.int64)
-    bad = (idx < 0) | (idx >= n_models)
-    if bad.any():
-        raise ValueError(f"engine rows name unknown model index {int(idx[bad][0])}")
-    for m in np.unique(idx):
-        yield int(m), idx == m
-
-
 class Engine:
-    """Runs the graphs of every served bundle on packed rows."""
+    """Every served bundle's graphs behind micro-batchers, on one engine thread."""
 
-    def __init__(self, bundles: dict[str, Any], observe=None):
-        self.bundles = [bundles[name] for name in sorted(bundles)]
+    def __init__(
+        self,
+        bundles: dict[str, Any],
+        max_batch: int = 64,
+        batching: bool = True,
+        observe=None,
+    ):
+        names = sorted(bundles)
+        self.bundles = [bundles[n] for n in names]
         self.models = [ModelInfo.from_bundle(i, b) for i, b in enumerate(self.bundles)]
-        self.layout = Layout.of(self.models)
-        self.observe = observe or (lambda api, model, size: None)
-
-    def _labels(self, info: ModelInfo, rows: np.ndarray) -> np.ndarray | None:
-        if info.num_classes == 0:
-            return None
-        labels = rows[:, 1].astype(np.int64)
-        if ((labels < 0) | (labels >= info.num_classes)).any():
-            raise ValueError(f"label out of range for {info.name}")  # validated upstream
-        return labels
-
-    def mapping(self, rows: np.ndarray) -> np.ndarray:
-        """Rows carrying z -> ``[N, map_width]`` (w, zero-padded)."""
-        rows = np.asarray(rows, np.float32)
-        out = np.zeros((rows.shape[0], self.layout.map_width), np.float32)
-        for m, sel in _groups(rows, len(self.models)):
-            info, bundle = self.models[m], self.bundles[m]
-            if info.kind != "stylegan":
-                raise ValueError(f"{info.name} has no mapping network")
-            sub = rows[sel]
-            z = np.ascontiguousarray(sub[:, HEADER : HEADER + info.latent_dim])
-            out[sel, : info.w_dim] = bundle.mapping(z, self._labels(info, sub))
-            self.observe("mapping", info.name, int(sel.sum()))
-        return out
-
-    def render(self, rows: np.ndarray) -> np.ndarray:
-        """Rows carrying z or ws -> ``[N, out_width]``: discriminator logit, then the image."""
-        rows = np.asarray(rows, np.float32)
-        out = np.zeros((rows.shape[0], self.layout.out_width), np.float32)
-        for m, sel in _groups(rows, len(self.models)):
-            info, bundle = self.models[m], self.bundles[m]
-            sub = rows[sel]
-            labels = self._labels(info, sub)
-            payload = np.ascontiguousarray(sub[:, HEADER : HEADER + info.payload])
+        self.observe = observe or (lambda api, model, rows: None)
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="ganforge-engine")
+        self.batching = batching
+        rows = max_batch if batching else 1  # batching off: every request is its own call
+        self._render: dict[str, MicroBatcher] = {}
+        self._mapping: dict[str, MicroBatcher] = {}
+        for info, bundle in zip(self.models, self.bundles):
+            self._render[info.name] = MicroBatcher(
+                f"render[{info.name}]",
+                bundle.render,
+                self.executor,
+                rows,
+                self._observer("render", info.name),
+            )
             if info.kind == "stylegan":
-                images = bundle.synthesis(payload.reshape(-1, info.num_ws, info.w_dim))
-                # unbounded synthesis: clip to [-1, 1] as export.sampling does, before scoring
-                images = np.clip(np.asarray(images, np.float32), -1.0, 1.0)
-            else:
-                images = bundle.generator(payload, labels)
-            images = np.asarray(images, np.float32)
-            out[sel, 0] = np.asarray(bundle.discriminator(images, labels), np.float32).reshape(-1)
-            out[sel, 1 : 1 + info.pixels] = images.reshape(images.shape[0], -1)
-            self.observe("render", info.name, int(sel.sum()))
-        return out
+                self._mapping[info.name] = MicroBatcher(
+                    f"mapping[{info.name}]",
+                    _tuple(bundle.mapping),
+                    self.executor,
+                    rows,
+                    self._observer("mapping", info.name),
+                )
 
-    def warm_up(self, sizes=(1, 8, 64)) -> float:
-        """Run every graph at a few batch sizes so the first requests do not pay for it."""
+    def _observer(self, api: str, model: str):
+        return lambda rows: self.observe(api, model, rows)
+
+    async def render(
+        self, info: ModelInfo, payload: np.ndarray, labels: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """z (DCGAN/cGAN) or ws (StyleGAN-lite) -> (images ``[N, C, R, R]``, logits ``[N]``)."""
+        images, logits = await self._render[info.name](payload, labels)
+        return images, logits
+
+    async def mapping(
+        self, info: ModelInfo, z: np.ndarray, labels: np.ndarray | None
+    ) -> np.ndarray:
+        """StyleGAN-lite: z -> w ``[N, w_dim]`` (no truncation)."""
+        (w,) = await self._mapping[info.name](z, labels)
+        return w
+
+    def warm_up(self, sizes=WARM_SIZES) -> float:
+        """Run every graph at the batch sizes the batcher makes, before the worker reports ready."""
         t0 = time.perf_counter()
         rng = np.random.default_rng(0)
-        observe, self.observe = self.observe, lambda api, model, size: None
-        for info in self.models:
+        for info, bundle in zip(self.models, self.bundles):
             for n in sizes:
                 z = rng.standard_normal((n, info.latent_dim)).astype(np.float32)
                 labels = np.zeros(n, np.int64) if info.num_classes else None
                 if info.kind == "stylegan":
-                    w = self.mapping(self.layout.rows(info, labels, z))[:, : info.w_dim]
-                    payload = np.repeat(w[:, None, :], info.num_ws, axis=1)
+                    w = bundle.mapping(z, labels)
+                    bundle.render(np.repeat(w[:, None, :], info.num_ws, axis=1))
                 else:
-                    payload = z
-                self.render(self.layout.rows(info, labels, payload))
-        self.observe = observe
+                    bundle.render(z, labels)
         seconds = time.perf_counter() - t0
         log.info("engine warmed up in %.2f s (%d models)", seconds, len(self.models))
         return seconds
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False)
+
+
+def _tuple(fn):
+    def run(*args):
+        return (fn(*args),)
+
+    return run

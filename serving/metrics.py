@@ -1,8 +1,8 @@
 """Prometheus counters next to BentoML's own /metrics (created lazily, torch-free).
 
 Metric objects are created on first use, inside the worker, so ``prometheus_client`` sees the
-``PROMETHEUS_MULTIPROC_DIR`` BentoML sets there and the engine's and the API's processes are
-aggregated into one /metrics page.
+``PROMETHEUS_MULTIPROC_DIR`` BentoML sets there and every worker's counts are aggregated into
+one /metrics page.
 """
 
 from __future__ import annotations
@@ -34,14 +34,8 @@ def _metrics():
         ),
         "batch": prom.Histogram(
             "ganforge_engine_batch_size",
-            "Rows per engine graph call (one call per model present in a batch)",
+            "Rows per engine call, as the micro-batcher merged concurrent requests",
             ["api", "model"],
-            buckets=BATCH_BUCKETS,
-        ),
-        "batch_rows": prom.Histogram(
-            "ganforge_engine_batch_rows",
-            "Rows in one engine batch as BentoML's adaptive batcher delivered it",
-            ["api"],
             buckets=BATCH_BUCKETS,
         ),
     }
@@ -60,7 +54,3 @@ def filtered(model: str, method: str, generated: int, accepted: int) -> None:
 
 def engine_batch(api: str, model: str, rows: int) -> None:
     _metrics()["batch"].labels(api=api, model=model).observe(rows)
-
-
-def engine_rows(api: str, rows: int) -> None:
-    _metrics()["batch_rows"].labels(api=api).observe(rows)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 from typing import Any
 
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
@@ -36,7 +35,11 @@ class ApiKeyMiddleware:
 
     def __init__(self, app, api_key: str | None = None):
         self.app = app
-        key = api_key if api_key is not None else os.environ.get("GAN_API_KEY", "")
+        if api_key is None:
+            from serving.config import current
+
+            api_key = current().api_key or ""
+        key = api_key
         self.key = key.encode() if key else None
 
     async def __call__(self, scope, receive, send):
@@ -66,9 +69,9 @@ class BodyLimitMiddleware:
 
     def __init__(self, app, max_bytes: int | None = None):
         if max_bytes is None:
-            from serving.config import Settings
+            from serving.config import current
 
-            max_bytes = Settings.from_env().limits.max_body_bytes
+            max_bytes = current().limits.max_body_bytes
         self.app, self.max_bytes = app, max_bytes
 
     async def _too_large(self, send, size: str) -> None:

@@ -1,31 +1,28 @@
 """Requests -> engine rows -> images: the public side of the service (numpy only, torch-free).
 
-Seeds become latents here, with ``export.sampling``'s rules, so every image is computed per seed;
-the engine only runs graphs on rows. The engine is reached through two async callables
-(``mapping(rows)``, ``render(rows)``): BentoML's remote proxy when served, the engine itself in
-tests. Every client mistake raises :class:`ClientError` with the field and what is allowed.
+Seeds become latents here, with ``gancore.sampling``'s rules, so every image is computed per seed;
+the engine (serving/engine.py, in-process, micro-batched) only runs graphs on rows. Every client
+mistake raises :class:`ClientError` with the field and what is allowed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from export import filters as gan_filters
-from export import sampling
-from export.errors import ExportError
-from export.images import encode_png, make_grid, to_uint8
+from gancore import filters as gan_filters
+from gancore import sampling
+from gancore.errors import ExportError
+from gancore.images import FORMATS, encode, make_grid, to_uint8, upscale
 from serving.config import Limits
-from serving.engine import Layout, ModelInfo
+from serving.engine import Engine, ModelInfo
 from serving.errors import ClientError
 
-EngineCall = Callable[[np.ndarray], Awaitable[np.ndarray]]
 DEFAULT_FILTER = "none"
 
 
@@ -40,26 +37,34 @@ class Images:
     grid_columns: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self, truncation: float) -> dict[str, Any]:
+    def to_json(self, truncation: float, fmt: str = "png", quality: int = 90) -> dict[str, Any]:
         pictures = to_uint8(self.images)
         out = []
         for meta, score, pic in zip(self.meta, self.scores, pictures):
             if meta.get("blank"):
                 continue
-            png = base64.b64encode(encode_png(pic)).decode("ascii")
-            out.append({**meta, "score": round(float(score), 6), "png": png})
+            data = base64.b64encode(encode(pic, fmt, quality)).decode("ascii")
+            out.append({**meta, "score": round(float(score), 6), "data": data})
         return {
             "model": self.model.name,
             "kind": self.model.kind,
             "truncation": truncation,
             "ungated": self.model.ungated,
+            "format": fmt,
+            "media_type": FORMATS[fmt],
             "count": len(out),
             "images": out,
             **self.extra,
         }
 
-    def to_png(self) -> bytes:
-        return encode_png(make_grid(self.images, nrow=self.grid_columns))
+    def to_image(self, fmt: str = "png", quality: int = 90, scale: int = 1) -> bytes:
+        """The single image (the caller checked there is exactly one), upscaled ``scale`` times."""
+        return encode(upscale(to_uint8(self.images[0]), scale), fmt, quality)
+
+    def to_grid(self, fmt: str = "png", quality: int = 90, scale: int = 1) -> bytes:
+        """Every image tiled into one picture, each cell upscaled ``scale`` times (nearest)."""
+        grid = make_grid(self.images, nrow=self.grid_columns)
+        return encode(upscale(grid, scale), fmt, quality)
 
 
 def _export_error(exc: ExportError, field_name: str) -> ClientError:
@@ -69,17 +74,20 @@ def _export_error(exc: ExportError, field_name: str) -> ClientError:
 class Pipeline:
     """Turns validated request fields into engine calls and images."""
 
-    def __init__(
-        self,
-        models: Sequence[ModelInfo],
-        layout: Layout,
-        limits: Limits,
-        mapping: EngineCall,
-        render: EngineCall,
-    ):
-        self.models = {m.name: m for m in models}
-        self.layout, self.limits = layout, limits
-        self._mapping, self._render = mapping, render
+    def __init__(self, engine: Engine, limits: Limits):
+        self.engine, self.limits = engine, limits
+        self.models = {m.name: m for m in engine.models}
+        self._w_avgs: dict[str, np.ndarray] = {}
+
+    def describe(self) -> dict[str, Any]:
+        """GET /models: what is served, the limits, the formats."""
+        return {
+            "models": [m.public() for m in self.models.values()],
+            "limits": vars(self.limits),
+            "default_filter": DEFAULT_FILTER,
+            "batching": self.engine.batching,
+            "formats": list(FORMATS),
+        }
 
     # -- lookups and checks ----------------------------------------------------------------------
     def model(self, name: str) -> ModelInfo:
@@ -126,29 +134,16 @@ class Pipeline:
             )
 
     def check_truncation(self, info: ModelInfo, psi: float) -> float:
-        if info.kind == "stylegan":
-            ok, allowed = -2.0 <= psi <= 2.0, "-2 <= truncation <= 2"
-        else:
-            ok, allowed = 0.0 < psi <= 1.0, "0 < truncation <= 1"
-        if not ok:
-            raise ClientError(
-                f"truncation {psi} not allowed for {info.kind} model {info.name!r}: use {allowed} "
-                "(1 = no truncation)",
-                status=422,
-                field="truncation",
-            )
-        if info.kind == "stylegan" and psi != 1.0 and info.w_avg is None:
-            raise ClientError(
-                f"model {info.name!r} has no w_avg: only truncation 1 is available",
-                status=422,
-                field="truncation",
-            )
-        return float(psi)
+        """gancore.sampling's truncation rule (its range per kind, w_avg for StyleGAN-lite)."""
+        try:
+            return sampling.check_truncation(psi, info.kind, info.w_avg is not None)
+        except ExportError as exc:
+            raise ClientError(f"{exc} (model {info.name!r})", 422, "truncation") from None
 
-    def label(self, info: ModelInfo, seed: int, fixed: int | None) -> int | None:
-        if info.num_classes == 0:
-            return None
-        return fixed if fixed is not None else seed % info.num_classes
+    def labels(self, info: ModelInfo, seeds: Sequence[int], fixed: int | None) -> list:
+        """One class per seed: ``fixed``, or gancore.sampling's ``seed % num_classes`` rule."""
+        lab = sampling.labels_for_seeds(seeds, info.num_classes, fixed)
+        return [None] * len(seeds) if lab is None else [int(x) for x in lab]
 
     def class_meta(self, info: ModelInfo, label: int | None) -> dict[str, Any] | None:
         if label is None:
@@ -164,24 +159,27 @@ class Pipeline:
     async def ws(
         self, info: ModelInfo, z: np.ndarray, labels: Sequence[int | None], psi: float
     ) -> np.ndarray:
-        """StyleGAN-lite: z -> truncated ws ``[N, num_ws, w_dim]`` (export.sampling's rule)."""
-        out = await self._mapping(self.layout.rows(info, self._labels(labels), z))
-        w = np.asarray(out, np.float32)[:, : info.w_dim]
-        ws = np.repeat(w[:, None, :], info.num_ws, axis=1)
-        if psi != 1.0:
-            ws = sampling.truncate_w(ws, np.asarray(info.w_avg, np.float32), psi)
-        return ws
+        """StyleGAN-lite: z -> truncated ws ``[N, num_ws, w_dim]`` (gancore.sampling.ws_from_w)."""
+        w = await self.engine.mapping(info, z, self._labels(labels))
+        return sampling.ws_from_w(w, info.num_ws, self._w_avg(info), psi)
+
+    def _w_avg(self, info: ModelInfo) -> np.ndarray | None:
+        if info.w_avg is None:
+            return None
+        if info.name not in self._w_avgs:
+            self._w_avgs[info.name] = np.asarray(info.w_avg, np.float32)
+        return self._w_avgs[info.name]
 
     async def render(
         self, info: ModelInfo, labels: Sequence[int | None], payload: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        out = await self._render(self.layout.rows(info, self._labels(labels), payload))
-        return Layout.images(info, np.asarray(out, np.float32))
+        payload = np.ascontiguousarray(payload, dtype=np.float32)
+        return await self.engine.render(info, payload, self._labels(labels))
 
     async def from_seeds(
         self, info: ModelInfo, seeds: Sequence[int], labels: Sequence[int | None], psi: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Images and discriminator logits for seeds, exactly as ``export.sampling.generate``."""
+        """Images and discriminator logits for seeds, exactly as ``gancore.sampling.generate``."""
         if info.kind == "stylegan":
             z = sampling.z_from_seeds(seeds, info.latent_dim)
             payload = await self.ws(info, z, labels, psi)
@@ -300,7 +298,7 @@ class Pipeline:
         """(images, scores, meta, generated) for one class group."""
         if method == "drs":
             return await self._drs(info, pool, n, fixed, psi)
-        labels = [self.label(info, s, fixed) for s in pool]
+        labels = self.labels(info, pool, fixed)
         images, scores = await self.from_seeds(info, pool, labels, psi)
         keep = np.arange(len(pool))
         if method == "top_k":
@@ -312,18 +310,13 @@ class Pipeline:
         return images[keep], scores[keep], meta, len(pool)
 
     async def _drs(self, info, pool, n, fixed, psi):
-        """Discriminator rejection sampling in rounds; per-seed uniforms keep it reproducible."""
-        expected = float(info.calibration["drs"].get("expected_acceptance") or 0.3)
+        """Discriminator rejection sampling: gancore.filters.DrsLoop driven through the engine."""
+        loop = gan_filters.DrsLoop(pool, n, info.calibration)
         kept_images, kept_scores, meta = [], [], []
-        done = 0
-        while done < len(pool) and len(meta) < n:
-            want = math.ceil((n - len(meta)) / max(expected, 0.05) * 1.25)
-            seeds = pool[done : done + max(want, 1)]
-            done += len(seeds)
-            labels = [self.label(info, s, fixed) for s in seeds]
+        while seeds := loop.next_seeds():
+            labels = self.labels(info, seeds, fixed)
             images, scores = await self.from_seeds(info, seeds, labels, psi)
-            accept = gan_filters.drs_accept(scores, seeds, info.calibration)
-            for i in np.flatnonzero(accept)[: n - len(meta)]:
+            for i in loop.accept(seeds, scores):
                 kept_images.append(images[i])
                 kept_scores.append(scores[i])
                 meta.append(
@@ -331,7 +324,7 @@ class Pipeline:
                 )
         shape = (0, info.channels, info.resolution, info.resolution)
         images = np.stack(kept_images) if kept_images else np.zeros(shape, np.float32)
-        return images, np.asarray(kept_scores, np.float32), meta, done
+        return images, np.asarray(kept_scores, np.float32), meta, loop.generated
 
     async def style_mix(
         self,
@@ -341,7 +334,7 @@ class Pipeline:
         col_styles: list[int] | str,
         truncation: float,
     ) -> Images:
-        """The style-mixing grid (export.sampling.style_mix's layout and rules)."""
+        """The style-mixing grid (gancore.sampling.style_mix's layout and rules)."""
         info = self.model(model)
         if info.kind != "stylegan":
             stylegans = [m.name for m in self.models.values() if m.kind == "stylegan"]
@@ -358,63 +351,30 @@ class Pipeline:
         cells = (len(row_seeds) + 1) * (len(col_seeds) + 1)
         self.check_count(cells, self.limits.max_grid, "row_seeds", "grid cells (rows+1)x(cols+1)")
         try:
-            if isinstance(col_styles, str):
-                styles = sampling.parse_styles(col_styles, info.num_ws, info.style_ranges)
-            else:
-                styles = sorted(set(col_styles))
-                bad = [s for s in styles if not 0 <= s < info.num_ws]
-                if bad:
-                    raise ExportError(
-                        f"col_styles {bad} are outside 0..{info.num_ws - 1} "
-                        f"(model {info.name!r} has num_ws={info.num_ws}); or use a named range "
-                        f"{sorted(info.style_ranges)}"
-                    )
+            styles = sampling.check_styles(col_styles, info.num_ws, info.style_ranges)
         except ExportError as exc:
             raise _export_error(exc, "col_styles") from None
-        if not styles:
-            raise ClientError(
-                f"col_styles is empty: choose layers in 0..{info.num_ws - 1} or a named range "
-                f"{sorted(info.style_ranges)}",
-                422,
-                "col_styles",
-            )
         all_seeds = list(row_seeds) + list(col_seeds)
-        labels = [self.label(info, s, None) for s in all_seeds]
+        labels = self.labels(info, all_seeds, None)
         ws = await self.ws(info, sampling.z_from_seeds(all_seeds, info.latent_dim), labels, psi)
-        row_ws, col_ws = ws[: len(row_seeds)], ws[len(row_seeds) :]
-        payload = [np.zeros_like(row_ws[0])]
+        cells = sampling.style_mix_cells(ws[: len(row_seeds)], ws[len(row_seeds) :], styles)
         meta: list[dict[str, Any]] = [{"blank": True}]
         cell_labels: list[int | None] = [labels[0]]
         for c, s in enumerate(col_seeds):
-            payload.append(col_ws[c])
             meta.append({"seed": s, "class": None, "style": {"source": "col", "col_seed": s}})
             cell_labels.append(labels[len(row_seeds) + c])
         for r, rs in enumerate(row_seeds):
-            payload.append(row_ws[r])
             meta.append({"seed": rs, "class": None, "style": {"source": "row", "row_seed": rs}})
             cell_labels.append(labels[r])
-            for c, cs in enumerate(col_seeds):
-                mixed = row_ws[r].copy()
-                mixed[styles] = col_ws[c][styles]
-                payload.append(mixed)
-                meta.append(
-                    {
-                        "seed": rs,
-                        "class": None,
-                        "style": {
-                            "source": "mix",
-                            "row_seed": rs,
-                            "col_seed": cs,
-                            "col_styles": styles,
-                        },
-                    }
-                )
+            for cs in col_seeds:
+                style = {"source": "mix", "row_seed": rs, "col_seed": cs, "col_styles": styles}
+                meta.append({"seed": rs, "class": None, "style": style})
                 cell_labels.append(labels[r])
         for m, lab in zip(meta, cell_labels):
             if not m.get("blank"):
                 m["class"] = self.class_meta(info, lab)
-        images, scores = await self.render(info, cell_labels, np.stack(payload))
-        images[0] = -1.0  # the blank corner, as in export.sampling.style_mix
+        images, scores = await self.render(info, cell_labels, cells)
+        images[0] = -1.0  # the blank corner, as in gancore.sampling.style_mix
         return Images(
             info,
             images,
@@ -433,7 +393,7 @@ class Pipeline:
         truncation: float,
         class_label: int | str | None = None,
     ) -> Images:
-        """Images from seeds[0] to seeds[1] (export.sampling.interpolate's rules)."""
+        """Images from seeds[0] to seeds[1] (gancore.sampling.interpolate's rules)."""
         info = self.model(model)
         psi = self.check_truncation(info, truncation)
         self.check_count(steps, self.limits.max_steps, "steps", "steps")
@@ -446,18 +406,15 @@ class Pipeline:
             )
         seed_a, seed_b = seeds
         fixed = None if class_label is None else self.class_index(info, class_label, "class_label")
-        label = self.label(info, seed_a, fixed)
-        labels = [label] * steps
-        ts = np.linspace(0.0, 1.0, steps)
+        labels = self.labels(info, [seed_a] * steps, fixed)  # seed_a's class unless fixed
+        label = labels[0]
+        ts = sampling.interpolation_ts(steps)
         if space == "w":
             z = sampling.z_from_seeds([seed_a, seed_b], info.latent_dim)
             ends = await self.ws(info, z, labels[:2], psi)
-            payload = np.stack([(1 - t) * ends[0] + t * ends[1] for t in ts]).astype(np.float32)
+            payload = sampling.lerp_path(ends[0], ends[1], steps)
         else:
-            zpsi = psi if info.kind != "stylegan" else 1.0
-            za = sampling.z_from_seed(seed_a, info.latent_dim, zpsi)
-            zb = sampling.z_from_seed(seed_b, info.latent_dim, zpsi)
-            z = np.stack([sampling.slerp(za, zb, t) for t in ts])
+            z = sampling.interpolation_z(seed_a, seed_b, steps, info.latent_dim, info.kind, psi)
             payload = await self.ws(info, z, labels, psi) if info.kind == "stylegan" else z
         images, scores = await self.render(info, labels, payload)
         meta = [

@@ -1,7 +1,7 @@
 """Which bundles the server serves: load, verify, refuse loudly (torch-free).
 
 Bundles come from paths (``GAN_BUNDLES``) and BentoML model-store tags (``GAN_MODEL_TAGS``). Each
-is loaded through ``export.bundle.load``, which checks every file's sha256 against the manifest and
+is loaded through ``gancore.bundle.load``, which checks every file's sha256 against the manifest and
 the gate verdict; a bundle that fails is refused with one log line naming the reason, the others
 are still served. Model names are dictionary keys, never paths.
 """
@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from export.errors import BundleError
+from gancore.errors import BundleError
 from serving.config import Settings
 
 log = logging.getLogger("ganforge.serving")
@@ -51,10 +51,12 @@ def _tag_path(tag: str) -> Path:
     return found[0]
 
 
-def load_bundles(settings: Settings, loader=None) -> dict[str, Any]:
+def load_bundles(
+    settings: Settings, loader=None, threads: int | None = None, device_id: int = 0
+) -> dict[str, Any]:
     """Load every configured bundle; return ``{name: Bundle}``. Raises NoModels if none loads."""
     if loader is None:
-        from export.bundle import load as loader
+        from gancore.bundle import load as loader
 
     sources: list[tuple[str, Any]] = [(p, lambda p=p: Path(p)) for p in settings.bundles]
     sources += [(f"tag {t}", lambda t=t: _tag_path(t)) for t in settings.model_tags]
@@ -70,6 +72,8 @@ def load_bundles(settings: Settings, loader=None) -> dict[str, Any]:
                 backend=settings.backend,
                 device=settings.device,
                 require_gate=not settings.allow_ungated,
+                threads=threads,
+                device_id=device_id,
             )
         except (BundleError, OSError, ValueError) as exc:
             log.error("refused bundle %s: %s", label, exc)
@@ -112,7 +116,7 @@ def check_bundles(settings: Settings) -> list[str]:
     The public service runs this at start so it refuses to start on the same grounds as the
     engine, without holding a second copy of the graphs in memory.
     """
-    from export.bundle import MANIFEST, read_gate, read_manifest, sha256_file, verify_files
+    from gancore.bundle import MANIFEST, read_gate, read_manifest, sha256_file, verify_files
 
     paths = list(settings.bundles)
     for tag in settings.model_tags:

@@ -153,9 +153,85 @@ def test_cuda_request_without_cuda_says_so(tiny_bundles):
         bundle_mod.load(tiny_bundles["dcgan"], device="cuda", require_gate=False)
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_cuda_that_falls_back_to_cpu_is_refused(tiny_bundles, monkeypatch):
+    """ORT runs a CUDA session on CPU when the CUDA libraries are missing; the loader checks what
+    each session really got (here: a CPU-only ORT told it has CUDA, so the session falls back)."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA")
+    real = ort.get_available_providers()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *real])
+    with pytest.raises(BundleError, match="fell back to CPUExecutionProvider"):
+        bundle_mod.load(tiny_bundles["dcgan"], device="cuda", require_gate=False)
+
+
+def test_cuda_provider_options_do_not_retune_per_shape():
+    got = bundle_mod._ort_providers("cuda", 2, available=["CUDAExecutionProvider", "CPU"])
+    (name, options), cpu = got
+    assert name == "CUDAExecutionProvider" and cpu == "CPUExecutionProvider"
+    assert options == {"device_id": 2, "cudnn_conv_algo_search": "HEURISTIC"}
+    assert bundle_mod._ort_providers("auto", available=["CPUExecutionProvider"]) == [
+        "CPUExecutionProvider"
+    ]
+
+
+def _with_fused_render(src, dst, outputs=("image", "logit")):
+    """A copy of a DCGAN bundle with a ``render`` graph: generator and discriminator merged into
+    one ONNX graph (what the exporter writes for new bundles), outputs renamed ``outputs``."""
+    import onnx
+    from onnx import compose, helper
+
+    shutil.copytree(src, dst)
+    (dst / "gate.json").unlink(missing_ok=True)
+    m = json.loads((dst / "manifest.json").read_text())
+    g = onnx.load(dst / m["graphs"]["generator"]["files"]["onnx"])
+    d = compose.add_prefix(onnx.load(dst / m["graphs"]["discriminator"]["files"]["onnx"]), "d_")
+    image = g.graph.output[0].name
+    merged = compose.merge_models(g, d, io_map=[(image, d.graph.input[0].name)])
+    logit = d.graph.output[0].name
+    merged.graph.node.extend(
+        helper.make_node("Identity", [old], [new])
+        for old, new in zip((image, logit), outputs)
+        if old != new
+    )
+    old = {o.name: o for o in list(g.graph.output) + list(d.graph.output)}
+    del merged.graph.output[:]
+    for new, name in zip(outputs, (image, logit)):
+        out = onnx.ValueInfoProto()
+        out.CopyFrom(old[name])
+        out.name = new
+        merged.graph.output.append(out)
+    onnx.save(merged, dst / "render.onnx")
+    m["graphs"]["render"] = {"files": {"onnx": "render.onnx"}}
+    m["files"]["render.onnx"] = {"sha256": bundle_mod.sha256_file(dst / "render.onnx")}
+    (dst / "manifest.json").write_text(json.dumps(m))
+    return dst
+
+
+def test_optional_fused_render_graph_gives_the_same_images_and_scores(tiny_bundles, tmp_path):
+    plain = bundle_mod.load(tiny_bundles["dcgan"], require_gate=False)
+    assert not plain.fused  # bundles without the graph still load
+    fused = bundle_mod.load(
+        _with_fused_render(tiny_bundles["dcgan"], tmp_path / "fused"), require_gate=False
+    )
+    assert fused.fused
+    z = sampling.z_from_seeds(range(5), fused.latent_dim)
+    images, logits = fused.render(z)
+    want_images, want_logits = plain.render(z)
+    np.testing.assert_allclose(images, want_images, atol=1e-6)
+    np.testing.assert_allclose(logits, want_logits, rtol=1e-5, atol=1e-6)
+    assert logits.shape == (5,)
+    bad = _with_fused_render(tiny_bundles["dcgan"], tmp_path / "bad", outputs=("img", "score"))
+    with pytest.raises(BundleError, match="must output 'image' and 'logit'"):
+        bundle_mod.load(bad, require_gate=False)
+
+
 def test_runtime_modules_do_not_import_torch(tiny_bundles):
     code = (
         "import sys\n"
+        "import gancore.bundle, gancore.sampling, gancore.filters, gancore.images\n"
         "import export.bundle, export.sampling, export.filters, export.errors, export.images\n"
         f"b = export.bundle.load({str(tiny_bundles['stylegan'])!r}, require_gate=False)\n"
         "export.sampling.generate(b, [0, 1], truncation=0.5)\n"

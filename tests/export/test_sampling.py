@@ -86,3 +86,105 @@ def test_images_grid_and_png():
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     rgb = images.make_grid(np.zeros((2, 3, 4, 4), np.float32))
     assert images.encode_png(rgb)[:4] == b"\x89PNG"
+
+
+# -- one home for each rule (gancore): what the server, gan-sample and the gate all call ---------
+def test_export_modules_are_the_gancore_modules():
+    import gancore.filters
+    import gancore.sampling
+
+    assert sampling.z_from_seeds is gancore.sampling.z_from_seeds
+    assert filters.DrsLoop is gancore.filters.DrsLoop
+    from export.errors import BundleError
+    from gancore.errors import BundleError as CoreBundleError
+
+    assert BundleError is CoreBundleError
+
+
+@pytest.mark.parametrize(
+    "psi, kind, ok",
+    [(1.0, "dcgan", True), (0.5, "cgan", True), (0.0, "dcgan", False), (1.2, "dcgan", False),
+     (-2.0, "stylegan", True), (2.0, "stylegan", True), (2.1, "stylegan", False),
+     (float("nan"), "stylegan", False)],
+)  # fmt: skip
+def test_check_truncation_is_the_one_range_check(psi, kind, ok):
+    if ok:
+        assert sampling.check_truncation(psi, kind) == psi
+    else:
+        with pytest.raises(ExportError, match="truncation"):
+            sampling.check_truncation(psi, kind)
+
+
+def test_ws_from_w_broadcasts_and_truncates_towards_w_avg():
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    ws = sampling.ws_from_w(w, 4, None)
+    assert ws.shape == (2, 4, 3) and (ws == w[:, None, :]).all()
+    avg = np.ones(3, np.float32)
+    np.testing.assert_allclose(sampling.ws_from_w(w, 4, avg, 0.5)[:, 0], avg + 0.5 * (w - avg))
+    cut = sampling.ws_from_w(w, 4, avg, 0.5, cutoff=2)
+    assert (cut[:, 2:] == w[:, None, :]).all()
+    with pytest.raises(ExportError, match="no w_avg"):
+        sampling.ws_from_w(w, 4, None, 0.5)
+
+
+def test_style_mix_cells_layout():
+    row = np.zeros((2, 4, 3), np.float32) + np.arange(2)[:, None, None]  # row seeds: 0, 1
+    col = np.full((1, 4, 3), 9, np.float32)
+    cells = sampling.style_mix_cells(row, col, [0, 1])
+    assert cells.shape == (6, 4, 3)  # (2 + 1) x (1 + 1)
+    assert (cells[0] == 0).all() and (cells[1] == 9).all()  # blank corner, column seed
+    assert (cells[2] == 0).all() and (cells[3][:2] == 9).all() and (cells[3][2:] == 0).all()
+    assert sampling.check_styles("0-1", 4) == [0, 1]
+    with pytest.raises(ExportError, match="outside"):
+        sampling.check_styles([7], 4)
+    with pytest.raises(ExportError, match="empty"):
+        sampling.check_styles([], 4)
+
+
+def test_interpolation_path_ends_at_the_seeds():
+    z = sampling.interpolation_z(3, 8, 5, 16, "dcgan", 0.7)
+    np.testing.assert_allclose(z[0], sampling.z_from_seed(3, 16, 0.7), atol=1e-6)
+    np.testing.assert_allclose(z[-1], sampling.z_from_seed(8, 16, 0.7), atol=1e-6)
+    zs = sampling.interpolation_z(3, 8, 5, 16, "stylegan", 0.7)  # StyleGAN truncates in w
+    np.testing.assert_allclose(zs[0], sampling.z_from_seed(3, 16), atol=1e-6)
+    path = sampling.lerp_path(np.zeros(2, np.float32), np.ones(2, np.float32), 5)
+    np.testing.assert_allclose(path[:, 0], [0, 0.25, 0.5, 0.75, 1])
+
+
+def test_drs_loop_keeps_the_first_accepted_seeds_whatever_the_rounds():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=400)
+    cal = filters.calibrate(rng.normal(size=500))
+    pool = list(range(400))
+    every = filters.drs_accept(logits, pool, cal)
+    want = [s for s, ok in zip(pool, every) if ok][:20]
+    kept, generated = filters.drs_select(lambda seeds: logits[seeds], pool, 20, cal)
+    assert kept == want and want[-1] < generated <= len(pool)
+    for expected in (0.05, 0.9):  # rounds sized very differently: the same seeds
+        cal2 = {**cal, "drs": {**cal["drs"], "expected_acceptance": expected}}
+        assert filters.drs_select(lambda seeds: logits[seeds], pool, 20, cal2)[0] == want
+    short, used = filters.drs_select(lambda seeds: logits[seeds], pool[:10], 20, cal)
+    assert used == 10 and len(short) < 20
+    with pytest.raises(ExportError, match="no DRS calibration"):
+        filters.DrsLoop(pool, 3, {})
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (64, 64, 3), (1, 1), (5, 7, 3), (200, 3)])
+def test_png_encoder_is_lossless(shape):
+    import io
+
+    from PIL import Image
+
+    pixels = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    back = np.asarray(Image.open(io.BytesIO(images.encode_png(pixels))))
+    assert back.shape == pixels.shape and (back == pixels).all()
+    assert (images.upscale(pixels, 3)[::3, ::3] == pixels).all()
+
+
+@pytest.mark.parametrize("fmt", ["webp", "jpeg"])
+def test_lossy_formats_and_quality(fmt):
+    pixels = np.random.default_rng(2).integers(0, 256, (32, 32), dtype=np.uint8)
+    small, big = images.encode(pixels, fmt, 10), images.encode(pixels, fmt, 95)
+    assert len(small) < len(big)
+    with pytest.raises(ValueError, match="not supported"):
+        images.encode(pixels, "gif")

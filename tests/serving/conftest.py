@@ -33,6 +33,8 @@ SERVING_ENV = (
     "GAN_MAX_GENERATED",
     "GAN_MAX_BODY_BYTES",
     "GAN_BATCHING",
+    "GAN_MAX_SCALE",
+    "GAN_DEVICE",
 )
 
 
@@ -86,11 +88,21 @@ def in_process(env: dict[str, str]):
     """``TestClient(GanService.to_asgi())`` under ``env``."""
     from starlette.testclient import TestClient
 
+    from serving import config
+    from serving.app import _BOUND
     from serving.service import GanService
 
     _forget_bentoml_http_metrics()
-    with patched_env(env), TestClient(GanService.to_asgi()) as client:
-        yield client
+    outer = _BOUND[0] if _BOUND else None  # a module-scoped client's service
+    with patched_env(env):
+        config.reload()  # settings are parsed once per process: this app's environment
+        try:
+            with TestClient(GanService.to_asgi()) as client:
+                yield client
+        finally:
+            config.reload()
+            if outer is not None:  # one worker serves one service; tests nest apps
+                _BOUND[:] = [outer]
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,9 @@ def test_bentoml_build_makes_a_torch_free_bento(tmp_path):
     assert "torch" not in dockerfile.lower()
     assert "requirements.txt" in dockerfile
     src = root / "src"
-    assert (src / "serving" / "service.py").is_file() and (src / "export" / "bundle.py").is_file()
-    assert not (src / "training").exists() and not (src / "export" / "exporter.py").exists()
+    assert (src / "serving" / "service.py").is_file() and (src / "gancore" / "bundle.py").is_file()
+    assert not (src / "training").exists() and not (src / "export").exists()
+    packages = {p.name for p in src.iterdir() if p.is_dir()}
+    assert packages == {"serving", "gancore"}, packages  # two whole packages, no file list
     assert "entry_service: gan_service" in bento.read_text()
     assert not list(Path(src).rglob("*.onnx"))

@@ -12,32 +12,29 @@ import textwrap
 import numpy as np
 import pytest
 
-from export import filters, sampling
-from serving.config import Limits, Settings, split_list
+from gancore import filters, sampling
+from serving.config import Limits, Settings, split_list, worker_device_id
 from serving.engine import Engine
-from serving.errors import ClientError
+from serving.errors import ClientError, EngineError
 from serving.pipeline import Pipeline
 from serving.registry import NoModels, check_bundles, load_bundles
 from tests.serving.conftest import REPO, tampered_copy
+
+CALLS: list[tuple[str, str, int]] = []  # (api, model, rows) of every engine call
 
 
 @pytest.fixture(scope="module")
 def engine(bundle_dirs):
     settings = Settings(bundles=[str(p) for p in bundle_dirs.values()], allow_ungated=True)
-    eng = Engine(load_bundles(settings))
+    eng = Engine(load_bundles(settings), observe=lambda *call: CALLS.append(call))
     eng.warm_up(sizes=(1, 4))
-    return eng
+    yield eng
+    eng.close()
 
 
 @pytest.fixture(scope="module")
 def pipe(engine):
-    async def mapping(rows):
-        return engine.mapping(rows)
-
-    async def render(rows):
-        return engine.render(rows)
-
-    return Pipeline(engine.models, engine.layout, Limits(), mapping, render)
+    return Pipeline(engine, Limits())
 
 
 def run(coro):
@@ -63,20 +60,23 @@ def test_served_images_are_export_sampling_images(engine, pipe, kind):
 
 
 def test_an_image_does_not_depend_on_its_batch(engine, pipe, names):
-    """Rows of three models in one engine batch give the pixels each row gives alone."""
-    layout = engine.layout
-    rows, alone = [], []
-    for m in engine.models:
-        if m.kind == "stylegan":
-            continue
-        for seed in (3, 4, 5):
-            z = sampling.z_from_seeds([seed], m.latent_dim)
-            lab = np.array([seed % m.num_classes]) if m.num_classes else None
-            r = layout.rows(m, lab, z)
-            rows.append(r)
-            alone.append(engine.render(r))
-    together = engine.render(np.concatenate(rows))
-    np.testing.assert_array_equal(together, np.concatenate(alone))
+    """64 concurrent requests of three models are merged into engine calls of many rows, and every
+    request gets the pixels and score it gets alone."""
+    requests = [(names[k], seed) for seed in range(22) for k in ("dcgan", "cgan", "stylegan")][:64]
+
+    async def together():
+        return await asyncio.gather(
+            *(pipe.generate(m, 1, None, s, 1.0, "none", 1) for m, s in requests)
+        )
+
+    CALLS.clear()
+    merged = run(together())
+    sizes = [rows for api, _, rows in CALLS if api == "render"]
+    assert max(sizes) > 1 and len(sizes) < len(requests)
+    for (model, seed), got in zip(requests, merged):
+        alone = run(pipe.generate(model, 1, None, seed, 1.0, "none", 1))
+        np.testing.assert_array_equal(got.images, alone.images)
+        np.testing.assert_array_equal(got.scores, alone.scores)
 
 
 def test_style_mix_and_interpolation_follow_export_sampling(engine, pipe):
@@ -319,31 +319,52 @@ def test_gated_bundles_are_served_and_failed_gates_refused(gated_bundle, caplog)
     assert check_bundles(Settings(bundles=[str(failing), str(passing)])) == [str(passing)]
 
 
-def test_coalescer_merges_concurrent_calls_and_splits_results():
-    from serving.coalesce import Coalescer
+def test_batcher_merges_concurrent_calls_and_splits_results(caplog):
+    from concurrent.futures import ThreadPoolExecutor
 
-    calls = []
+    from serving.batcher import MicroBatcher
 
-    async def engine(rows):
-        calls.append(len(rows))
-        await asyncio.sleep(0.01)
-        return rows * 2
+    calls, sizes = [], []
 
-    async def main():
-        co = Coalescer(engine, max_rows=8, max_inflight=1)
+    def double(x, labels):
+        calls.append(len(x))
+        assert labels is None
+        return (x * 2, x[:, 0])
+
+    async def main(batcher):
         parts = [np.full((n, 3), i, np.float32) for i, n in enumerate([1, 2, 3, 1, 9, 1])]
-        outs = await asyncio.gather(*(co(p) for p in parts))
-        for p, o in zip(parts, outs):
+        outs = await asyncio.gather(*(batcher(p, None) for p in parts))
+        for p, (o, first) in zip(parts, outs):
             np.testing.assert_array_equal(o, p * 2)
+            np.testing.assert_array_equal(first, p[:, 0])
 
-        async def broken(rows):
-            raise RuntimeError("engine down")
+    with ThreadPoolExecutor(1) as pool:
+        run(main(MicroBatcher("double", double, pool, max_rows=8, observe=sizes.append)))
+        assert calls == [7, 9, 1]  # the first call merges 1+2+3+1; the 9-row job goes alone
+        assert sizes == [7, 9, 1]
 
-        with pytest.raises(RuntimeError, match="engine down"):
-            await Coalescer(broken)(parts[0])
+        def broken(x, labels):
+            raise RuntimeError("CUDA out of memory")
 
-    run(main())
-    assert calls == [7, 9, 1]  # first call merges 1+2+3+1; the 9-row job goes alone
+        async def failing():
+            b = MicroBatcher("broken", broken, pool)
+            return await asyncio.gather(
+                *(b(np.zeros((1, 3)), None) for _ in range(5)), return_exceptions=True
+            )
+
+        caplog.set_level(logging.ERROR, logger="ganforge.serving")
+        errors = run(failing())
+        assert all(isinstance(e, EngineError) for e in errors)
+        logged = [r for r in caplog.records if "failed" in r.message]
+        assert len(logged) == 1 and "5 requests" in logged[0].message  # logged once per call
+        run(main(MicroBatcher("double", double, pool, max_rows=8)))  # and the next call works
+
+
+def test_worker_device_follows_the_worker_index():
+    assert worker_device_id(None, {}) == 0
+    env = {"CUDA_VISIBLE_DEVICES": "0,1,2"}
+    assert [worker_device_id(i, env) for i in (1, 2, 3, 4)] == [0, 1, 2, 0]
+    assert [worker_device_id(i, {"GAN_NUM_GPUS": "2"}) for i in (1, 2, 3)] == [0, 1, 0]
 
 
 def test_bundles_from_the_bentoml_model_store(gated_bundle, bundle_dirs):
@@ -359,8 +380,24 @@ def test_bundles_from_the_bentoml_model_store(gated_bundle, bundle_dirs):
 
 def test_api_routes_skip_the_unsampled_tracing_span():
     """BentoML's default sample rate records no span; the API routes skip creating one."""
-    from serving.service import API_PATHS, GanEngine, GanService
+    from serving.service import API_PATHS, GanService
 
     excluded = GanService.config["tracing"]["excluded_urls"]
     assert set(API_PATHS) <= set(excluded) and "/livez" not in excluded
-    assert {"/mapping", "/render"} <= set(GanEngine.config["tracing"]["excluded_urls"])
+
+
+def test_cuda_serving_declares_its_gpu_and_settings_are_parsed_once():
+    code = textwrap.dedent(
+        """
+        from serving import config
+        from serving.service import GanService
+        print(GanService.config.get("resources"), config.current() is config.current())
+        """
+    )
+    for device, want in (("cuda", "{'gpu': 1} True"), ("cpu", "{} True")):
+        env = {**__import__("os").environ, "GAN_DEVICE": device}
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert out.stdout.strip().endswith(want), out.stdout + out.stderr[-2000:]

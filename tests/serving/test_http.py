@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from export import sampling
-from export.bundle import load
-from export.images import to_uint8
+from gancore import sampling
+from gancore.bundle import load
+from gancore.images import to_uint8
+from serving.schemas import ErrorBody, ImagesResponse, ModelsResponse
 from tests.serving.conftest import in_process, serving_env
 
 
@@ -20,9 +22,11 @@ def png_pixels(b64: str) -> np.ndarray:
 
 
 def test_models_lists_what_is_served(client, names):
-    r = client.post("/models", json={})
+    r = client.get("/models")
     assert r.status_code == 200
     body = r.json()
+    ModelsResponse.model_validate(body)
+    assert body["formats"] == ["png", "webp", "jpeg"]
     models = {m["name"]: m for m in body["models"]}
     assert set(models) == set(names.values())
     style = models[names["stylegan"]]
@@ -40,12 +44,14 @@ def test_generate_returns_the_seeds_images(client, names, bundle_dirs):
     r = client.post("/generate", json={"model": names["dcgan"], "n": 3, "seed": 40})
     assert r.status_code == 200, r.text
     body = r.json()
+    ImagesResponse.model_validate(body)
     assert body["count"] == 3 and body["filter"]["method"] == "none"
+    assert body["format"] == "png" and body["media_type"] == "image/png"
     bundle = load(bundle_dirs["dcgan"], require_gate=False)
     want = to_uint8(sampling.generate(bundle, [40, 41, 42]))
     for img, pix in zip(body["images"], want):
         assert img["class"] is None and img["style"] is None and isinstance(img["score"], float)
-        np.testing.assert_array_equal(png_pixels(img["png"]), pix[..., 0])
+        np.testing.assert_array_equal(png_pixels(img["data"]), pix[..., 0])
     assert [i["seed"] for i in body["images"]] == [40, 41, 42]
     r = client.post("/generate", json={"model": names["dcgan"], "seeds": [7, 3]})
     assert [i["seed"] for i in r.json()["images"]] == [7, 3]
@@ -129,31 +135,31 @@ def test_filters_report_acceptance(client, names):
 BAD = [
     ("/generate", {"model": "nope"}, 404, "model"),
     ("/generate", {"model": "@dcgan", "n": 65}, 422, "n"),
-    ("/generate", {"model": "@dcgan", "n": 0}, 400, "n"),
-    ("/generate", {"model": "@dcgan", "n": "3"}, 400, "n"),
-    ("/generate", {"model": "@dcgan", "seed": -1}, 400, "seed"),
-    ("/generate", {"model": "@dcgan", "seed": 1.5}, 400, "seed"),
-    ("/generate", {"model": "@dcgan", "seeds": [1, -2]}, 400, "seeds"),
+    ("/generate", {"model": "@dcgan", "n": 0}, 422, "n"),
+    ("/generate", {"model": "@dcgan", "n": "3"}, 422, "n"),
+    ("/generate", {"model": "@dcgan", "seed": -1}, 422, "seed"),
+    ("/generate", {"model": "@dcgan", "seed": 1.5}, 422, "seed"),
+    ("/generate", {"model": "@dcgan", "seeds": [1, -2]}, 422, "seeds"),
     ("/generate", {"model": "@dcgan", "seeds": list(range(65))}, 422, "seeds"),
     ("/generate", {"model": "@dcgan", "truncation": 1.5}, 422, "truncation"),
-    ("/generate", {"model": "@dcgan", "truncation": "high"}, 400, "truncation"),
-    ("/generate", {"model": "@stylegan", "truncation": 5}, 400, "truncation"),
-    ("/generate", {"model": "@dcgan", "output": "zip"}, 400, "output"),
-    ("/generate", {"model": "@dcgan", "filter": {"method": "best"}}, 400, "filter"),
+    ("/generate", {"model": "@dcgan", "truncation": "high"}, 422, "truncation"),
+    ("/generate", {"model": "@stylegan", "truncation": 5}, 422, "truncation"),
+    ("/generate", {"model": "@dcgan", "output": "zip"}, 422, "output"),
+    ("/generate", {"model": "@dcgan", "filter": {"method": "best"}}, 422, "filter.method"),
     (
         "/generate",
         {"model": "@dcgan", "n": 64, "filter": {"method": "top_k", "oversample": 9}},
         422,
         "filter.oversample",
     ),
-    ("/generate", {"model": 3}, 400, "model"),
-    ("/generate", {}, 400, "model"),
+    ("/generate", {"model": 3}, 422, "model"),
+    ("/generate", {}, 422, "model"),
     ("/generate_conditional", {"model": "@cgan", "class_label": 10}, 422, "class_label"),
     ("/generate_conditional", {"model": "@cgan", "class_label": -1}, 422, "class_label"),
     ("/generate_conditional", {"model": "@cgan", "class_label": "ten"}, 422, "class_label"),
-    ("/generate_conditional", {"model": "@cgan", "class_label": 1.5}, 400, "class_label"),
+    ("/generate_conditional", {"model": "@cgan", "class_label": 1.5}, 422, "class_label"),
     ("/generate_conditional", {"model": "@dcgan", "class_label": 1}, 422, "class_label"),
-    ("/generate_conditional", {"model": "@cgan"}, 400, "class_label"),
+    ("/generate_conditional", {"model": "@cgan"}, 422, "class_label"),
     ("/style_mix", {"model": "@dcgan", "row_seeds": [1], "col_seeds": [2]}, 422, "model"),
     (
         "/style_mix",
@@ -175,7 +181,7 @@ BAD = [
     ),
     ("/style_mix", {"model": "@stylegan", "row_seeds": [], "col_seeds": [2]}, 422, "row_seeds"),
     ("/interpolate", {"model": "@dcgan", "seeds": [1, 2], "space": "w"}, 422, "space"),
-    ("/interpolate", {"model": "@dcgan", "seeds": [1]}, 400, "seeds"),
+    ("/interpolate", {"model": "@dcgan", "seeds": [1]}, 422, "seeds"),
     ("/interpolate", {"model": "@dcgan", "seeds": [1, 2], "steps": 1000}, 422, "steps"),
 ]
 
@@ -187,10 +193,8 @@ def test_bad_requests_get_4xx_naming_the_field(client, names, path, body, status
     r = client.post(path, json=body)
     assert r.status_code == status, r.text
     err = r.json()
-    if status == 400:  # BentoML's pydantic errors: {"error", "detail": [{"loc", "msg"}]}
-        assert any(d["loc"][:1] == [field] for d in err["detail"]), err
-    else:
-        assert err["field"] == field and err["error"], err
+    ErrorBody.model_validate(err)
+    assert err["error"] and (err["field"] == field or err["field"].startswith(field + "[")), err
 
 
 def test_malformed_json_and_huge_bodies(client, names):
@@ -198,6 +202,7 @@ def test_malformed_json_and_huge_bodies(client, names):
         "/generate", content=b'{"model": ', headers={"content-type": "application/json"}
     )
     assert r.status_code == 400 and r.json()["detail"][0]["type"] == "json_invalid"
+    assert r.json()["field"] == "body"
     r = client.post("/generate", content=b"[1, 2]", headers={"content-type": "application/json"})
     assert r.status_code == 400
     r = client.post(
@@ -225,7 +230,7 @@ def test_api_key_guards_everything_but_the_probes(bundle_dirs, names):
         assert c.get("/readyz").status_code == 200
         body = {"model": names["dcgan"]}
         assert c.post("/generate", json=body).status_code == 401
-        assert c.post("/models", json={}).status_code == 401
+        assert c.get("/models").status_code == 401
         assert c.get("/metrics").status_code == 401
         bad = c.post("/generate", json=body, headers={"Authorization": "Bearer wrong"})
         assert bad.status_code == 401 and bad.json()["field"] == "Authorization"
@@ -242,7 +247,7 @@ def test_configurable_limits(bundle_dirs, names):
             c.post("/generate", json={"model": names["dcgan"], "seeds": [1] * 200}).status_code
             == 413
         )
-        assert c.post("/models", json={}).json()["limits"]["max_n"] == 4
+        assert c.get("/models").json()["limits"]["max_n"] == 4
 
 
 def test_openapi_and_quiet_logs_for_client_mistakes(client, names, caplog):
@@ -252,7 +257,7 @@ def test_openapi_and_quiet_logs_for_client_mistakes(client, names, caplog):
         spec.json()["paths"]
     )
     caplog.clear()
-    assert client.post("/generate", json={"model": names["dcgan"], "n": "x"}).status_code == 400
+    assert client.post("/generate", json={"model": names["dcgan"], "n": "x"}).status_code == 422
     assert not [r for r in caplog.records if r.levelno >= 40 and r.exc_info]
 
 
@@ -264,3 +269,120 @@ def test_public_endpoints_refuse_pickled_bodies(client, names):
         "/generate", content=body, headers={"content-type": "application/vnd.bentoml+pickle"}
     )
     assert r.status_code == 415
+
+
+# -- the API contract: binary images, content types, engine errors, the OpenAPI document ----------
+@pytest.mark.parametrize("fmt, pil", [("png", "PNG"), ("webp", "WEBP"), ("jpeg", "JPEG")])
+def test_binary_image_and_grid_in_each_format(client, names, bundle_dirs, fmt, pil):
+    body = {"model": names["dcgan"], "seed": 5, "output": "image", "format": fmt, "scale": 3}
+    r = client.post("/generate", json=body)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == f"image/{fmt}"
+    img = Image.open(io.BytesIO(r.content))
+    res = load(bundle_dirs["dcgan"], require_gate=False).resolution
+    assert img.format == pil and img.size == (3 * res, 3 * res)
+    if fmt == "png":  # lossless: exactly the seed's pixels, each repeated 3x3 (nearest)
+        want = to_uint8(sampling.generate(load(bundle_dirs["dcgan"], require_gate=False), [5]))
+        want = np.repeat(np.repeat(want[0, ..., 0], 3, axis=0), 3, axis=1)
+        np.testing.assert_array_equal(np.asarray(img), want)
+    r = client.post(
+        "/generate",
+        json={"model": names["dcgan"], "n": 4, "output": "grid", "format": fmt, "scale": 2},
+    )
+    assert r.status_code == 200 and r.headers["content-type"] == f"image/{fmt}"
+    grid = Image.open(io.BytesIO(r.content))
+    assert grid.size[0] == 2 * (2 * (res + 2) + 2)  # 2x2 cells with 2-px padding, scaled 2x
+    r = client.post("/generate", json={"model": names["dcgan"], "format": fmt, "quality": 50})
+    assert r.status_code == 200 and r.json()["media_type"] == f"image/{fmt}"
+
+
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        ({"format": "gif"}, "format"),
+        ({"quality": 0}, "quality"),
+        ({"quality": 101}, "quality"),
+        ({"output": "grid", "scale": 9}, "scale"),  # GAN_MAX_SCALE default 8
+        ({"output": "grid", "scale": 0}, "scale"),
+        ({"scale": 2}, "scale"),  # scale applies to binary output only
+        ({"output": "image", "n": 2}, "output"),  # one image only
+    ],
+)
+def test_bad_image_options_are_422_naming_the_field(client, names, extra, field):
+    r = client.post("/generate", json={"model": names["dcgan"], **extra})
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field and r.json()["error"]
+
+
+def test_style_mix_grid_over_the_limit_is_422(client, names):
+    seeds = list(range(16))
+    r = client.post(
+        "/style_mix",
+        json={"model": names["stylegan"], "row_seeds": seeds, "col_seeds": seeds, "output": "grid"},
+    )
+    assert r.status_code == 422 and r.json()["field"] == "row_seeds"
+    assert "at most 256" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "content_type, status",
+    [
+        ("multipart/form-data", 415),  # no boundary: BentoML's own handlers answered 500
+        ("multipart/form-data; boundary=x", 415),
+        ("application/x-www-form-urlencoded", 415),
+        ("text/plain", 415),
+        ("nonsense", 400),
+        ("/json", 400),
+    ],
+)
+def test_unsupported_or_malformed_content_type(client, names, content_type, status):
+    for path in ("/generate", "/generate_conditional", "/style_mix", "/interpolate"):
+        r = client.post(path, content=b'{"model": "x"}', headers={"content-type": content_type})
+        assert r.status_code == status, (path, r.text)
+        assert r.json()["field"] == "Content-Type"
+    ok = client.post(
+        "/generate",
+        content=b'{"model": "%s"}' % names["dcgan"].encode(),
+        headers={"content-type": "application/json; charset=utf-8"},
+    )
+    assert ok.status_code == 200
+
+
+def test_engine_failure_is_503_logged_once_and_the_server_keeps_serving(
+    client, names, caplog, monkeypatch
+):
+    from serving.app import bound
+
+    svc = bound()
+    batcher = svc.engine._render[names["dcgan"]]
+    real = batcher.run
+
+    def broken(*args):
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : injected failure")
+
+    caplog.set_level(logging.ERROR, logger="ganforge.serving")
+    monkeypatch.setattr(batcher, "run", broken)
+    r = client.post("/generate", json={"model": names["dcgan"], "n": 3})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    ErrorBody.model_validate(r.json())
+    assert len([x for x in caplog.records if "injected failure" in x.message]) == 1
+    monkeypatch.setattr(batcher, "run", real)
+    assert client.post("/generate", json={"model": names["dcgan"]}).status_code == 200
+
+
+def test_openapi_declares_response_models_images_and_errors(client):
+    spec = client.get("/docs.json").json()
+    assert spec["openapi"].startswith("3.1")
+    for path in ("/generate", "/generate_conditional", "/style_mix", "/interpolate"):
+        op = spec["paths"][path]["post"]
+        ok = op["responses"]["200"]["content"]
+        assert ok["application/json"]["schema"]["$ref"].endswith("/ImagesResponse")
+        assert {"image/png", "image/webp", "image/jpeg"} <= set(ok)
+        assert {"400", "401", "404", "413", "415", "422", "503"} <= set(op["responses"])
+        assert op["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith(
+            "/ErrorBody"
+        )
+    assert "get" in spec["paths"]["/models"]
+    image = spec["components"]["schemas"]["ImageOut"]["properties"]
+    assert {"seed", "class", "style", "score", "data"} <= set(image)
+    assert "FilterReport" in spec["components"]["schemas"]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -28,7 +29,7 @@ def server(bundle_dirs, tmp_path_factory):
 
 
 def test_tampered_bundle_is_refused_and_the_good_ones_served(server, names):
-    r = httpx.post(f"{server.url}/models", json={}, headers=AUTH)
+    r = httpx.get(f"{server.url}/models", headers=AUTH)
     assert r.status_code == 200
     assert sorted(m["name"] for m in r.json()["models"]) == sorted(names.values())
     assert re.search(r"refused bundle .*tampered-cgan.*checksum", server.logs())
@@ -56,7 +57,13 @@ def test_endpoints_auth_and_limits_on_a_real_server(server, names):
         assert r.status_code == 200
         # client mistakes: 4xx, and the server carries on
         assert c.post("/generate", json={"model": "missing"}).status_code == 404
-        assert c.post("/generate", json={"model": names["dcgan"], "seed": -3}).status_code == 400
+        assert c.post("/generate", json={"model": names["dcgan"], "seed": -3}).status_code == 422
+        for ctype in ("multipart/form-data", "text/plain"):  # no boundary: once a 500
+            bad = c.post("/generate", content=b"x", headers={"content-type": ctype})
+            assert bad.status_code == 415
+        r = c.post("/generate", json={"model": names["dcgan"], "output": "image", "scale": 4})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert c.get("/docs.json").json()["openapi"].startswith("3.1")
         assert (
             c.post(
                 "/style_mix", json={"model": names["dcgan"], "row_seeds": [1], "col_seeds": [2]}
@@ -75,10 +82,10 @@ def test_endpoints_auth_and_limits_on_a_real_server(server, names):
 
 
 def _batches(metrics: str) -> tuple[float, float]:
-    """(engine calls, rows) of the render API so far."""
-    count = re.search(r'ganforge_engine_batch_rows_count\{api="render"\} (\S+)', metrics)
-    total = re.search(r'ganforge_engine_batch_rows_sum\{api="render"\} (\S+)', metrics)
-    return float(count.group(1)), float(total.group(1))
+    """(engine calls, rows) of every model's render batcher so far, all workers."""
+    count = re.findall(r'ganforge_engine_batch_size_count\{api="render"[^}]*\} (\S+)', metrics)
+    total = re.findall(r'ganforge_engine_batch_size_sum\{api="render"[^}]*\} (\S+)', metrics)
+    return sum(map(float, count)), sum(map(float, total))
 
 
 def test_concurrent_requests_share_batches_and_keep_their_pixels(server, names):
@@ -93,27 +100,50 @@ def test_concurrent_requests_share_batches_and_keep_their_pixels(server, names):
             }
         return "/generate", {"model": names["stylegan"], "seed": 1000 + i, "truncation": 0.7}
 
+    async def raw_burst(requests: list[tuple[str, dict]]) -> list[tuple[int, dict]]:
+        """Open every connection first, then write every request at once: the requests reach the
+        server together (an HTTP client library would spread them out over its own CPU time)."""
+        port = int(server.url.rsplit(":", 1)[1])
+        conns = await asyncio.gather(
+            *(asyncio.open_connection("127.0.0.1", port) for _ in requests)
+        )
+        for (_, writer), (path, body) in zip(conns, requests):
+            data = json.dumps(body).encode()
+            writer.write(
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {KEY}\r\nContent-Length: {len(data)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + data
+            )
+
+        async def answer(reader, writer):
+            raw = await reader.read()
+            writer.close()
+            head, _, payload = raw.partition(b"\r\n\r\n")
+            return int(head.split()[1]), json.loads(payload)
+
+        return await asyncio.gather(*(answer(r, w) for r, w in conns))
+
     async def burst(n: int):
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=120) as c:
-            for i in range(24):  # let BentoML's batcher finish its warm-up phase
-                await c.post(*request(i)[:1], json=request(i)[1])
             before = _batches((await c.get("/metrics")).text)
-            together = await asyncio.gather(
-                *(c.post(path, json=body) for path, body in map(request, range(n)))
-            )
+            together = await raw_burst([request(i) for i in range(n)])
             after = _batches((await c.get("/metrics")).text)
-            alone = [await c.post(path, json=body) for path, body in map(request, range(n))]
+            alone = []
+            for path, body in map(request, range(n)):
+                r = await c.post(path, json=body)
+                alone.append((r.status_code, r.json()))
         return together, alone, before, after
 
     together, alone, before, after = asyncio.run(burst(48))
-    assert all(r.status_code == 200 for r in together + alone), [
-        (r.status_code, r.text[:200]) for r in together + alone if r.status_code != 200
+    assert all(status == 200 for status, _ in together + alone), [
+        (status, str(body)[:200]) for status, body in together + alone if status != 200
     ]
     calls, rows = after[0] - before[0], after[1] - before[1]
     assert rows == 48 and calls < rows, f"{rows} images in {calls} engine calls: no batching"
-    for t, a in zip(together, alone):
-        assert t.json()["images"][0]["png"] == a.json()["images"][0]["png"]
-        assert t.json()["images"][0]["seed"] == a.json()["images"][0]["seed"]
+    for (_, t), (_, a) in zip(together, alone):
+        assert t["images"][0]["data"] == a["images"][0]["data"]
+        assert t["images"][0]["seed"] == a["images"][0]["seed"]
 
 
 def test_no_servable_bundle_means_no_server(tmp_path):
@@ -129,3 +159,19 @@ def test_no_servable_bundle_means_no_server(tmp_path):
     )
     assert out.returncode != 0
     assert "refused bundle" in out.stderr + out.stdout and "NoModels" in out.stderr + out.stdout
+
+
+def test_cuda_without_a_cuda_provider_refuses_to_start(bundle_dirs):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GAN_")}
+    env.update(
+        GAN_BUNDLES=str(bundle_dirs["dcgan"]),
+        GAN_ALLOW_UNGATED="1",
+        GAN_DEVICE="cuda",
+        BENTOML_DO_NOT_TRACK="1",
+    )
+    out = subprocess.run(
+        serve_command(1), cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    logs = out.stderr + out.stdout
+    assert out.returncode != 0
+    assert "GAN_DEVICE=cuda" in logs and "CUDAExecutionProvider" in logs, logs[-3000:]

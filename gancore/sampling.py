@@ -1,0 +1,431 @@
+"""Sampling rules shared by ``gan-sample``, the FID gate and the server (numpy only, no torch).
+
+One request -> one image, whoever computes it: seeds become latents *outside* the graphs, every
+step is per-seed (no cross-sample operation), so an image does not depend on the backend, the batch
+it was computed in, or the seeds next to it.
+
+Rules (also written into every bundle's manifest):
+
+- seed -> z: ``numpy.random.Generator(numpy.random.PCG64(seed)).standard_normal(latent_dim,
+  dtype=numpy.float32)``.
+- DCGAN/cGAN truncation ψ in (0, 1]: truncated-normal resampling of z with threshold τ = 2ψ:
+  every component with ``|z_i| > τ`` is redrawn, in index order, from the *same* per-seed generator
+  until all components satisfy ``|z_i| ≤ τ``. ψ = 1 means no truncation (z is used as drawn).
+- StyleGAN-lite truncation: ``w = w_avg + ψ (w − w_avg)``, on every layer or only on the first
+  ``cutoff`` style layers.
+- Class labels for a conditional model when no class is asked for: ``seed % num_classes``.
+- Images are float32 ``[N, C, R, R]`` clipped to [-1, 1] (StyleGAN-lite's synthesis is unbounded).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from gancore.errors import ExportError
+
+SEED_RULE = (
+    "z = numpy.random.Generator(numpy.random.PCG64(seed))"
+    ".standard_normal(latent_dim, dtype=numpy.float32)"
+)
+TRUNCATION_RULE_Z = (
+    "psi in (0, 1]; psi == 1: no truncation. psi < 1: threshold tau = 2*psi; while any |z_i| > tau, "
+    "redraw those components (in index order) with the same per-seed generator's "
+    "standard_normal(count, dtype=float32)"
+)
+TRUNCATION_RULE_W = (
+    "w = w_avg + psi * (w - w_avg), applied to style layers [0, cutoff) "
+    "(all layers when cutoff is null)"
+)
+LABEL_RULE = "label = seed % num_classes when no class is requested"
+MAX_SEED = 2**63 - 1
+MAX_SEEDS = 1_000_000
+
+_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+
+
+def parse_int_ranges(text: str, what: str = "seeds", limit: int = MAX_SEEDS) -> list[int]:
+    """``"0-3,7"`` -> ``[0, 1, 2, 3, 7]``; ranges are inclusive and must go upwards."""
+    if not isinstance(text, str) or not text.strip():
+        raise ExportError(f"no {what} given; use a list like '0-15,42'")
+    out: list[int] = []
+    for part in text.split(","):
+        m = _RANGE.match(part)
+        if not m:
+            raise ExportError(
+                f"bad {what} {part.strip()!r} in {text!r}: use non-negative integers and "
+                "inclusive ranges like '0-15,42'"
+            )
+        a = int(m.group(1))
+        b = int(m.group(2)) if m.group(2) is not None else a
+        if b < a:
+            raise ExportError(
+                f"bad {what} range {part.strip()!r}: the end {b} is below the start {a}"
+            )
+        if len(out) + (b - a + 1) > limit:
+            raise ExportError(f"too many {what} in {text!r}: at most {limit} allowed")
+        out.extend(range(a, b + 1))
+    return out
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Parse ``"0-15,42"`` into seeds (inclusive ranges, each seed in [0, 2**63))."""
+    seeds = parse_int_ranges(text, "seeds")
+    for s in seeds:
+        if s > MAX_SEED:
+            raise ExportError(f"seed {s} is too large; seeds must be in [0, {MAX_SEED}]")
+    return seeds
+
+
+def check_seeds(seeds: Iterable[int]) -> list[int]:
+    out = []
+    for s in seeds:
+        if isinstance(s, bool) or int(s) != s or not 0 <= int(s) <= MAX_SEED:
+            raise ExportError(f"seed {s!r} is not allowed; seeds are integers in [0, {MAX_SEED}]")
+        out.append(int(s))
+    return out
+
+
+def parse_styles(text: str, num_ws: int, style_ranges: dict[str, Sequence[int]] | None = None):
+    """Style layers to take from the column seeds: ``"0-3"``, ``"coarse"``, ``"coarse,5"``..."""
+    names = dict(style_ranges or {})
+    out: list[int] = []
+    for part in str(text).split(","):
+        key = part.strip().lower()
+        if key in names:
+            a, b = names[key]
+            out.extend(range(int(a), int(b)))
+        else:
+            try:
+                out.extend(parse_int_ranges(part, "styles", limit=10_000))
+            except ExportError:
+                raise ExportError(
+                    f"bad styles {part.strip()!r}: use layer indices 0..{num_ws - 1}, ranges like "
+                    f"'0-3', or names {sorted(names)}"
+                ) from None
+    bad = [i for i in out if not 0 <= i < num_ws]
+    if bad:
+        raise ExportError(
+            f"styles {bad} are outside 0..{num_ws - 1} (this model has num_ws={num_ws})"
+        )
+    return sorted(set(out))
+
+
+def check_truncation(psi: float, kind: str, has_w_avg: bool = True) -> float:
+    """The truncation range, the one place it is checked: DCGAN/cGAN ``0 < psi <= 1``,
+    StyleGAN-lite ``-2 <= psi <= 2`` (and ``psi != 1`` needs the bundle's ``w_avg``)."""
+    psi = _check_psi(psi, kind)
+    if kind == "stylegan" and psi != 1.0 and not has_w_avg:
+        raise ExportError("this bundle has no w_avg: only truncation 1 is available")
+    return psi
+
+
+def _check_psi(psi: float, kind: str) -> float:
+    psi = float(psi)
+    if not math.isfinite(psi):
+        raise ExportError(f"truncation {psi} is not a finite number")
+    if kind in ("dcgan", "cgan") and not 0.0 < psi <= 1.0:
+        raise ExportError(
+            f"truncation {psi} not allowed for {kind}: use 0 < psi <= 1 (1 = no truncation)"
+        )
+    if kind == "stylegan" and not -2.0 <= psi <= 2.0:
+        raise ExportError(f"truncation {psi} not allowed: use -2 <= psi <= 2 (1 = no truncation)")
+    return psi
+
+
+def z_from_seed(seed: int, latent_dim: int, truncation: float = 1.0) -> np.ndarray:
+    """The latent for ``seed`` (see the module rules); ``truncation < 1`` resamples tails."""
+    (seed,) = check_seeds([seed])
+    gen = np.random.Generator(np.random.PCG64(seed))
+    z = gen.standard_normal(latent_dim, dtype=np.float32)
+    psi = _check_psi(truncation, "dcgan")
+    if psi < 1.0:
+        tau = np.float32(2.0 * psi)
+        bad = np.flatnonzero(np.abs(z) > tau)
+        while bad.size:
+            z[bad] = gen.standard_normal(bad.size, dtype=np.float32)
+            bad = bad[np.abs(z[bad]) > tau]
+    return z
+
+
+def z_from_seeds(seeds: Iterable[int], latent_dim: int, truncation: float = 1.0) -> np.ndarray:
+    """Stack :func:`z_from_seed` for each seed -> float32 ``[N, latent_dim]``."""
+    seeds = check_seeds(seeds)
+    if not seeds:
+        return np.zeros((0, latent_dim), np.float32)
+    return np.stack([z_from_seed(s, latent_dim, truncation) for s in seeds])
+
+
+def check_labels(labels: Any, num_classes: int, n: int | None = None) -> np.ndarray | None:
+    """Validate class labels: int64, ``0 <= label < num_classes`` (ORT silently wraps -1)."""
+    if num_classes <= 0:
+        if labels is not None:
+            raise ExportError("this model is unconditional: do not pass a class label")
+        return None
+    if labels is None:
+        raise ExportError(f"this model is conditional: pass class labels in 0..{num_classes - 1}")
+    arr = np.asarray(labels)
+    if arr.ndim == 0:
+        arr = np.full(n if n is not None else 1, arr)
+    integral = arr.dtype.kind in "iu" or (
+        arr.dtype.kind == "f" and bool(np.all(np.isfinite(arr))) and bool(np.all(arr % 1 == 0))
+    )
+    if not integral:
+        raise ExportError(f"class labels must be integers, got {arr.dtype} values")
+    arr = arr.astype(np.int64).reshape(-1)
+    if n is not None and arr.shape[0] != n:
+        raise ExportError(f"{arr.shape[0]} class labels given for {n} samples")
+    bad = arr[(arr < 0) | (arr >= num_classes)]
+    if bad.size:
+        raise ExportError(
+            f"class {int(bad[0])} is out of range: this model has {num_classes} classes "
+            f"(0..{num_classes - 1})"
+        )
+    return arr
+
+
+def labels_for_seeds(
+    seeds: Sequence[int], num_classes: int, class_index: int | None = None
+) -> np.ndarray | None:
+    """One label per seed: ``class_index`` for all, or ``seed % num_classes`` (None if unconditional)."""
+    if num_classes <= 0:
+        if class_index is not None:
+            raise ExportError("this model is unconditional: --class is not allowed")
+        return None
+    if class_index is not None:
+        return check_labels(np.full(len(seeds), class_index), num_classes, len(seeds))
+    return np.asarray([s % num_classes for s in seeds], dtype=np.int64)
+
+
+def truncate_w(
+    w: np.ndarray, w_avg: np.ndarray, psi: float, cutoff: int | None = None
+) -> np.ndarray:
+    """``w_avg + psi (w - w_avg)`` on ``ws [N, num_ws, w_dim]`` (layers < cutoff) or ``w [N, w_dim]``."""
+    psi = _check_psi(psi, "stylegan")
+    w = np.asarray(w, np.float32)
+    if psi == 1.0:
+        return w
+    w_avg = np.asarray(w_avg, np.float32)
+    out = w.copy()
+    if w.ndim == 3 and cutoff is not None:
+        out[:, :cutoff] = w_avg + np.float32(psi) * (w[:, :cutoff] - w_avg)
+    else:
+        out = (w_avg + np.float32(psi) * (w - w_avg)).astype(np.float32)
+    return out
+
+
+def ws_from_w(
+    w: np.ndarray,
+    num_ws: int,
+    w_avg: np.ndarray | None,
+    truncation: float = 1.0,
+    cutoff: int | None = None,
+) -> np.ndarray:
+    """StyleGAN-lite: mapping output ``w [N, w_dim]`` -> ``ws [N, num_ws, w_dim]``, every style
+    layer the same w, truncated towards ``w_avg`` (layers < ``cutoff``) when ``truncation != 1``."""
+    psi = check_truncation(truncation, "stylegan", w_avg is not None)
+    ws = np.repeat(np.asarray(w, np.float32)[:, None, :], int(num_ws), axis=1)
+    return ws if psi == 1.0 else truncate_w(ws, w_avg, psi, cutoff)
+
+
+def check_styles(
+    col_styles: Sequence[int] | str, num_ws: int, style_ranges: dict | None = None
+) -> list[int]:
+    """The style layers taken from the column seeds: names/ranges (:func:`parse_styles`) or
+    indices, each in ``0..num_ws-1``; at least one."""
+    if isinstance(col_styles, str):
+        styles = parse_styles(col_styles, num_ws, style_ranges)
+    else:
+        styles = sorted({int(i) for i in col_styles})
+        bad = [i for i in styles if not 0 <= i < num_ws]
+        if bad:
+            raise ExportError(
+                f"col_styles {bad} are outside 0..{num_ws - 1} (this model has num_ws={num_ws}); "
+                f"or use a named range {sorted(style_ranges or {})}"
+            )
+    if not styles:
+        raise ExportError(
+            f"col_styles is empty: choose layers in 0..{num_ws - 1} or a named range "
+            f"{sorted(style_ranges or {})}"
+        )
+    return styles
+
+
+def style_mix_cells(row_ws: np.ndarray, col_ws: np.ndarray, styles: Sequence[int]) -> np.ndarray:
+    """The style-mixing grid's ws ``[(R+1) * (C+1), num_ws, w_dim]`` in row-major order (NVlabs'
+    layout): a blank corner (zeros; its image is painted black), the column seeds' ws, then per
+    row seed its own ws followed by one cell per column seed with layers ``styles`` taken from it."""
+    cells = [np.zeros_like(row_ws[0])]
+    cells += list(col_ws)
+    for r in range(len(row_ws)):
+        cells.append(row_ws[r])
+        for c in range(len(col_ws)):
+            mixed = row_ws[r].copy()
+            mixed[list(styles)] = col_ws[c][list(styles)]
+            cells.append(mixed)
+    return np.stack(cells)
+
+
+def interpolation_ts(steps: int) -> np.ndarray:
+    return np.linspace(0.0, 1.0, int(steps))
+
+
+def interpolation_z(
+    seed_a: int, seed_b: int, steps: int, latent_dim: int, kind: str, truncation: float = 1.0
+) -> np.ndarray:
+    """The z path from ``seed_a`` to ``seed_b``: slerp over ``steps`` evenly spaced t. DCGAN/cGAN
+    truncate each end's z (the truncated-normal rule); StyleGAN-lite truncates in w instead."""
+    psi = _check_psi(truncation, kind)
+    zpsi = psi if kind != "stylegan" else 1.0
+    za = z_from_seed(seed_a, latent_dim, zpsi)
+    zb = z_from_seed(seed_b, latent_dim, zpsi)
+    return np.stack([slerp(za, zb, t) for t in interpolation_ts(steps)])
+
+
+def lerp_path(a: np.ndarray, b: np.ndarray, steps: int) -> np.ndarray:
+    """Linear path ``(1 - t) a + t b`` over ``steps`` evenly spaced t (interpolation in w)."""
+    return np.stack([(1 - t) * a + t * b for t in interpolation_ts(steps)]).astype(np.float32)
+
+
+def _chunks(n: int, size: int):
+    for i in range(0, n, size):
+        yield slice(i, min(n, i + size))
+
+
+def _labels(bundle, seeds: Sequence[int], labels) -> np.ndarray | None:
+    if bundle.num_classes <= 0:
+        return check_labels(labels, 0)
+    if labels is None:
+        return labels_for_seeds(seeds, bundle.num_classes)
+    return check_labels(labels, bundle.num_classes, len(seeds))
+
+
+def ws_for_seeds(
+    bundle,
+    seeds: Sequence[int],
+    labels=None,
+    truncation: float = 1.0,
+    truncation_cutoff: int | None = None,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """StyleGAN-lite: seeds -> (truncated) ``ws [N, num_ws, w_dim]``."""
+    _require_stylegan(bundle, "ws")
+    seeds = check_seeds(seeds)
+    psi = _check_psi(truncation, "stylegan")
+    labels = _labels(bundle, seeds, labels)
+    z = z_from_seeds(seeds, bundle.latent_dim)
+    w = np.empty((len(seeds), bundle.w_dim), np.float32)
+    for sl in _chunks(len(seeds), batch_size):
+        w[sl] = bundle.mapping(z[sl], None if labels is None else labels[sl])
+    return ws_from_w(w, bundle.num_ws, bundle.w_avg, psi, truncation_cutoff)
+
+
+def synthesize(bundle, ws: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    ws = np.asarray(ws, np.float32)
+    out = np.empty((ws.shape[0], bundle.channels, bundle.resolution, bundle.resolution), np.float32)
+    for sl in _chunks(ws.shape[0], batch_size):
+        out[sl] = bundle.synthesis(ws[sl])
+    # StyleGAN-lite's synthesis has no output squashing: clip to the declared range, exactly
+    # what 8-bit encoding does, so the gate scores what the server delivers.
+    return np.clip(out, -1.0, 1.0, out=out)
+
+
+def generate(
+    bundle,
+    seeds: Sequence[int],
+    labels=None,
+    truncation: float = 1.0,
+    truncation_cutoff: int | None = None,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Images ``[N, C, R, R]`` float32 in [-1, 1], one per seed (labels: per seed, one int, or
+    None = the seed % num_classes rule for conditional models)."""
+    seeds = check_seeds(seeds)
+    if bundle.kind == "stylegan":
+        ws = ws_for_seeds(bundle, seeds, labels, truncation, truncation_cutoff, batch_size)
+        return synthesize(bundle, ws, batch_size)
+    labels = _labels(bundle, seeds, labels)
+    z = z_from_seeds(seeds, bundle.latent_dim, _check_psi(truncation, bundle.kind))
+    out = np.empty((len(seeds), bundle.channels, bundle.resolution, bundle.resolution), np.float32)
+    for sl in _chunks(len(seeds), batch_size):
+        out[sl] = bundle.generator(z[sl], None if labels is None else labels[sl])
+    return out
+
+
+def _require_stylegan(bundle, what: str) -> None:
+    if bundle.kind != "stylegan":
+        raise ExportError(
+            f"{what} needs a StyleGAN-lite bundle; {bundle.name!r} is a {bundle.kind} model"
+        )
+
+
+def style_mix(
+    bundle,
+    row_seeds: Sequence[int],
+    col_seeds: Sequence[int],
+    col_styles: Sequence[int] | str,
+    truncation: float = 1.0,
+    labels=None,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """The NVlabs style-mixing grid as images ``[(R+1) * (C+1), C, H, W]`` in row-major order:
+    top-left blank, first row the column seeds, first column the row seeds, cell (r, c) = the row
+    seed's ws with layers ``col_styles`` taken from the column seed. Tile it with
+    ``make_grid(images, nrow=len(col_seeds) + 1)``."""
+    _require_stylegan(bundle, "style mixing")
+    styles = check_styles(col_styles, bundle.num_ws, bundle.style_ranges)
+    row_seeds, col_seeds = check_seeds(row_seeds), check_seeds(col_seeds)
+    if not row_seeds or not col_seeds:
+        raise ExportError("style mixing needs at least one row seed and one column seed")
+    all_seeds = row_seeds + col_seeds
+    lab = None
+    if bundle.num_classes > 0:
+        lab = labels_for_seeds(all_seeds, bundle.num_classes) if labels is None else labels
+        lab = check_labels(lab, bundle.num_classes, len(all_seeds))
+    ws = ws_for_seeds(bundle, all_seeds, lab, truncation, None, batch_size)
+    cells = style_mix_cells(ws[: len(row_seeds)], ws[len(row_seeds) :], styles)
+    images = synthesize(bundle, cells, batch_size)
+    images[0] = -1.0  # blank corner (black)
+    return images
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """Spherical interpolation (for Gaussian latents: keeps the norm typical)."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    cos = np.dot(a64, b64) / (np.linalg.norm(a64) * np.linalg.norm(b64))
+    omega = np.arccos(np.clip(cos, -1.0, 1.0))
+    if omega < 1e-6:
+        return ((1 - t) * a64 + t * b64).astype(np.float32)
+    so = np.sin(omega)
+    return (np.sin((1 - t) * omega) / so * a64 + np.sin(t * omega) / so * b64).astype(np.float32)
+
+
+def interpolate(
+    bundle,
+    seed_a: int,
+    seed_b: int,
+    steps: int,
+    space: str = "z",
+    label: int | None = None,
+    truncation: float = 1.0,
+) -> np.ndarray:
+    """Images along the path from seed_a to seed_b: slerp in z, or lerp in w (StyleGAN-lite)."""
+    steps = int(steps)
+    if not 2 <= steps <= 1024:
+        raise ExportError(f"steps {steps} not allowed: use 2..1024")
+    if space not in ("z", "w"):
+        raise ExportError(f"interpolation space {space!r} not allowed: use 'z' or 'w'")
+    lab = labels_for_seeds([seed_a] * steps, bundle.num_classes, label)  # seed_a's class
+    if space == "w":
+        _require_stylegan(bundle, "interpolation in w")
+        ws = ws_for_seeds(bundle, [seed_a, seed_b], None if lab is None else lab[:2], truncation)
+        return synthesize(bundle, lerp_path(ws[0], ws[1], steps))
+    z = interpolation_z(seed_a, seed_b, steps, bundle.latent_dim, bundle.kind, truncation)
+    if bundle.kind == "stylegan":
+        ws = ws_from_w(bundle.mapping(z, lab), bundle.num_ws, bundle.w_avg, truncation)
+        return synthesize(bundle, ws)
+    return bundle.generator(z, lab)
