@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+# The seed -> z and seed -> class rules have one home, in torch-free code every layer imports:
+# the gate, the server and these metrics use the same latents for the same seeds.
+from gancore.sampling import labels_for_seeds, z_from_seeds
 from training.eval.errors import EvalError
 from training.eval.features import Extractor, as_batches, get_extractor
 from training.eval.fid import frechet_distance, warn_if_singular
@@ -62,23 +65,6 @@ METRIC_NOTES = {
     "(same sha256) and N; it is not comparable with Inception FID",
     "FID": "FID: Fréchet distance on the standard Inception-v3 pool3 features (TF 2015 weights)",
 }
-
-
-def z_from_seeds(seeds, latent_dim: int) -> np.ndarray:
-    """The project's seed → z rule (shared with export): one PCG64 stream per seed."""
-    return np.stack(
-        [
-            np.random.Generator(np.random.PCG64(int(s))).standard_normal(
-                latent_dim, dtype=np.float32
-            )
-            for s in seeds
-        ]
-    )
-
-
-def labels_for_seeds(seeds, num_classes: int) -> np.ndarray:
-    """Labels for conditional sampling, the rule export uses: seed s gets class s mod K."""
-    return (np.asarray(list(seeds), dtype=np.int64) % num_classes).astype(np.int64)
 
 
 def compute_stats(
