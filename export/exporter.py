@@ -121,15 +121,17 @@ class _CondRender(_Render):
         return image, self.d(image, label)
 
 
+# StyleGAN-lite's synthesis has no output squashing: the served image is clipped to [-1, 1]
+# (gancore.sampling.synthesize), so the fused graph clips before D scores it, as the server does.
 class _StyleRender(_Render):
     def forward(self, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        image = self.g(ws)
+        image = self.g(ws).clamp(-1.0, 1.0)
         return image, self.d(image)
 
 
 class _CondStyleRender(_Render):
     def forward(self, ws: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        image = self.g(ws)  # the class reaches the synthesis through ws (mapping), D directly
+        image = self.g(ws).clamp(-1.0, 1.0)  # the class reaches ws through mapping, D directly
         return image, self.d(image, label)
 
 
@@ -385,8 +387,8 @@ def check_fused(
     spec: GraphSpec, fmt: str, folder: Path, files: dict[str, str], make, num_classes: int
 ) -> dict[str, dict[str, float]]:
     """The exported ``render`` graph against the bundle's own separate graphs of the same format:
-    its image equals the generator's (StyleGAN: the synthesis network's) and its logit equals the
-    discriminator's on that image, for the same inputs."""
+    its image equals the generator's (StyleGAN: the synthesis network's, clipped to [-1, 1]) and its
+    logit equals the discriminator's on that image, for the same inputs."""
     render = _runner(fmt, folder / files[RENDER])
     gen_name = "synthesis" if "synthesis" in files else "generator"
     generator = _runner(fmt, folder / files[gen_name])
@@ -399,6 +401,8 @@ def check_fused(
         with _quiet():
             image, logit = _outputs(render(*x))
             ref_image = generator(*(x if gen_name == "generator" else x[:1]))
+            if gen_name == "synthesis":
+                ref_image = ref_image.clamp(-1.0, 1.0)  # the served image (see _StyleRender)
             ref_logit = disc(ref_image, *label)
         for key, got, ref in (("image", image, ref_image), ("logit", logit, ref_logit)):
             what = f"{fmt} {RENDER} ({key})"

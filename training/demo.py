@@ -35,7 +35,7 @@ from training.trainer import TrainConfig, train
 DEMO_OPTIONS: dict[str, dict[str, Any]] = {
     "dcgan": {"resolution": 32, "g_width": 32, "d_width": 32, "kimg": 120, "lr": 5e-4,
               "precision": "bf16"},
-    "cgan": {"resolution": 32, "g_width": 32, "d_width": 32, "kimg": 100, "precision": "bf16",
+    "cgan": {"resolution": 32, "g_width": 32, "d_width": 32, "kimg": 130, "precision": "bf16",
              "g_cond": "concat", "augment": "translation,cutout", "mode_seeking": 0.2},
     "stylegan": {"resolution": 32, "g_width": 16, "d_width": 16, "kimg": 36, "precision": "bf16"},
 }  # fmt: skip

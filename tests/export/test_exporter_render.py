@@ -43,7 +43,10 @@ def _inputs(b, kind: str, seeds: list[int]) -> dict[str, np.ndarray]:
 def _separate(b, kind: str, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """What the loader's graphs give for the same inputs: the image, then its logit."""
     label = feed.get("label")
-    image = b.synthesis(feed["ws"]) if kind == "stylegan" else b.generator(feed["z"], label)
+    if kind == "stylegan":  # the served StyleGAN-lite image is clipped to [-1, 1], then scored
+        image = np.clip(b.synthesis(feed["ws"]), -1.0, 1.0)
+    else:
+        image = b.generator(feed["z"], label)
     return image, b.discriminator(image, label)
 
 
@@ -199,7 +202,7 @@ def test_conditional_stylegan_render_takes_ws_and_label(tmp_path):
     for n in BATCHES:
         with torch.no_grad():
             ws, label = make(n, torch.Generator().manual_seed(n))
-            ref_image = G.synthesis(ws)
+            ref_image = G.synthesis(ws).clamp(-1.0, 1.0)
             ref_logit = D(ref_image, label)
         image, logit = sess.run(None, {"ws": ws.numpy(), "label": label.numpy()})
         assert np.abs(image - ref_image.numpy()).max() <= 1e-4

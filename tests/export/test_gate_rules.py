@@ -121,7 +121,7 @@ def collapsed_bundle(src, dst, resolution: int):
         "generator",
         Collapsed(bank).eval(),
         [("z", ["batch", nz], "float32"), ("label", ["batch"], "int64")],
-        ("image", ["batch", 1, resolution, resolution], "float32"),
+        [("image", ["batch", 1, resolution, resolution], "float32")],
     )
     fname = m["graphs"]["generator"]["files"]["onnx"]
     export_onnx(spec, (torch.randn(4, nz), torch.arange(4)), dst / fname)
@@ -129,6 +129,11 @@ def collapsed_bundle(src, dst, resolution: int):
         "sha256": bundle_mod.sha256_file(dst / fname),
         "bytes": (dst / fname).stat().st_size,
     }
+    # The fused render graph still holds the trained generator: drop it, so that every graph of
+    # this bundle (what the gate scores and what a server would run) is the collapsed one.
+    for f in m["graphs"].pop("render", {}).get("files", {}).values():
+        m["files"].pop(f, None)
+        (dst / f).unlink(missing_ok=True)
     (dst / "manifest.json").write_text(json.dumps(m, indent=2))
     return dst
 
