@@ -10,7 +10,7 @@ PORT ?= 3000
 export BENTOML_DO_NOT_TRACK := 1
 export TQDM_MININTERVAL := 5
 
-.PHONY: venv test lint format demo bench clean
+.PHONY: venv browser test lint format demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,7 +28,18 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: $(STAMP) lint
+# The playground's browser test drives Debian's chromium through chromium-driver: install them when
+# missing (root + apt-get); elsewhere say so, and that test skips naming what is missing.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium and chromium-driver for the playground test"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else \
+		echo "note: chromium/chromium-driver missing and apt-get needs root here: the browser test will skip"; \
+	fi
+
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest -q -ra --durations=15
 
 # train -> reference stats -> export + gate -> serve on port 3000 (each step reuses what exists)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -228,6 +229,32 @@ async def docs(request: Request) -> Response:
     return JSONResponse(spec())
 
 
+STATIC = Path(__file__).with_name("static")
+# The playground page (serving/static/): served as files, open without the API key (it holds no
+# data; its API calls send the key the user types). BentoML's Swagger UI keeps "/".
+PAGE = {
+    "/playground": ("playground.html", "text/html; charset=utf-8"),
+    "/playground/playground.js": ("playground.js", "text/javascript; charset=utf-8"),
+    "/playground/playground.css": ("playground.css", "text/css; charset=utf-8"),
+}
+_PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'",
+}
+
+
+def page_file(path: str):
+    name, media_type = PAGE[path]
+    data = (STATIC / name).read_bytes()
+
+    async def serve(request: Request) -> Response:
+        return Response(data, media_type=media_type, headers=_PAGE_HEADERS)
+
+    return serve
+
+
 def create_app() -> Starlette:
     routes = [
         Route(path, endpoint(path, REQUESTS[path], RUNS[path]), methods=["POST"]) for path in RUNS
@@ -236,6 +263,7 @@ def create_app() -> Starlette:
         Route("/models", models, methods=["GET"]),
         Route("/docs.json", docs, methods=["GET"]),
     ]
+    routes += [Route(path, page_file(path), methods=["GET"]) for path in PAGE]
     return Starlette(routes=routes)
 
 

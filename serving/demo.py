@@ -98,7 +98,8 @@ def serve_demo(
             f"\nganforge is serving {len(bundle_dirs)} model(s) on {url} (Ctrl-C to stop). Try:\n"
         )
         print(curl_examples(bundle_dirs, url, env.get("GAN_API_KEY")))
-        print(f"\nAPI docs: {url}/ (Swagger UI), metrics: {url}/metrics\n", flush=True)
+        print(f"\nPlayground: {url}/playground", flush=True)
+        print(f"API docs: {url}/ (Swagger UI), metrics: {url}/metrics\n", flush=True)
     elif proc.poll() is not None:
         print("error: the server did not start (see its log above)", file=sys.stderr)
         return proc.returncode if block else proc

@@ -11,7 +11,11 @@ import hmac
 import json
 from typing import Any
 
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
+# The probes, and the playground page's files (no data in them; the page sends the key it is given).
+OPEN_PATHS = frozenset(
+    {"/livez", "/readyz", "/healthz"}
+    | {"/playground", "/playground/playground.js", "/playground/playground.css"}
+)
 
 
 async def _json(send, status: int, body: dict[str, Any], headers: list | None = None) -> None:

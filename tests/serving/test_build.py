@@ -41,6 +41,8 @@ def test_bentoml_build_makes_a_torch_free_bento(tmp_path):
     assert "requirements.txt" in dockerfile
     src = root / "src"
     assert (src / "serving" / "service.py").is_file() and (src / "gancore" / "bundle.py").is_file()
+    page = {p.name for p in (src / "serving" / "static").iterdir()}  # the playground, offline
+    assert page == {"playground.html", "playground.js", "playground.css"}, page
     assert not (src / "training").exists() and not (src / "export").exists()
     packages = {p.name for p in src.iterdir() if p.is_dir()}
     assert packages == {"serving", "gancore"}, packages  # two whole packages, no file list
