@@ -252,6 +252,12 @@ def test_playground_in_a_real_browser(server, browser, names, tmp_path):
     fill(browser, "seeds", "3, x")
     browser.find_element("css selector", "#tab-generate button.go").click()
     assert "seeds[1]" in error_beside(browser, "tab-generate", "seeds")  # field seeds[1] -> seeds
+    fill(browser, "seeds", str(2**63 - 1))  # the largest seed, past JavaScript's safe integers
+    (card,) = run_and_wait(browser, "generate", 1)
+    answer = api(
+        server, "/generate", {"model": names["dcgan"], "seeds": [2**63 - 1], "truncation": 0.7}
+    )
+    assert card["seed"] == str(2**63 - 1) and [card["bytes"]] == api_bytes(answer.json())
     browser.find_element("css selector", "input[name=seed-mode][value=range]").click()
     fill(browser, "n", "2")
 
