@@ -1,0 +1,174 @@
+"""gan-train under torchrun: two CPU processes (gloo) train the weights one process would, write one
+run directory from rank 0 that resumes in either world size, and stop as a whole when a rank dies.
+
+Tolerance: a 2-process run sums each gradient and each BatchNorm statistic in another order than
+one process does (fp32), so weights agree to float rounding carried through a few Adam steps, not
+bit for bit. The bound is 1/20 of one Adam step (lr / 20, relative to max(1, |weight|)): a batch
+sharded wrongly or a gradient not averaged moves weights by about one step (lr) at once. Measured
+after 6 steps (printed with -s): dcgan 1.8e-07, stylegan 3.1e-05 (lr 2e-4 and 2e-3)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import torch
+
+from tests.training.conftest import REPO, TINY
+from training.checkpoint import list_checkpoints, load_checkpoint
+from training.trainer import train
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+STEPS = 6
+
+
+def _args(opts: dict) -> list[str]:
+    args = []
+    for k, v in opts.items():
+        flag = "--" + k.replace("_", "-")
+        args += [flag] if v is True else [flag, str(v)]
+    return args
+
+
+def torchrun(*args: str, nproc: int = 2, timeout: int = 180, wait: bool = True):
+    """``python -m torch.distributed.run --standalone --nproc_per_node N -m training.cli ...``."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node", str(nproc), "-m", "training.cli", "--no-progress", *args]  # fmt: skip
+    if not wait:
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _opts(model: str, steps: int, **extra) -> dict:
+    opts = {**TINY, "model": model, "eval_every": 0, "ckpt_every": 3, "sample_every": 3}
+    opts["kimg"] = steps * opts["batch_size"] / 1000
+    if model == "stylegan":
+        opts["r1_every"] = 2  # lazy R1 (double backward) on half the steps
+    return {**opts, **extra}
+
+
+def _last(run_dir):
+    return load_checkpoint(list_checkpoints(run_dir)[-1])
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    """Largest |difference| of any weight or buffer, relative to max(1, |weight|)."""
+    worst = 0.0
+    for key in ("G", "G_ema", "D"):
+        assert a[key].keys() == b[key].keys()
+        for name, t in a[key].items():
+            if t.is_floating_point():
+                diff = (t - b[key][name]).abs() / t.abs().clamp(min=1.0)
+                worst = max(worst, diff.max().item())
+            else:
+                assert torch.equal(t, b[key][name]), f"{key}.{name}"
+    return worst
+
+
+def _assert_close(a, b, what):
+    assert a["step"] == b["step"]
+    diff, tol = _max_diff(a, b), a["opt_G"]["param_groups"][0]["lr"] / 20
+    print(f"\n{what}: max relative weight diff {diff:.2e} after {a['step']} steps")
+    assert diff < tol, f"{what}: weights differ by {diff:.2e} (tolerance {tol:.1e})"
+    assert torch.equal(a["rng"]["generator"], b["rng"]["generator"])
+    assert a["data_position"] == b["data_position"]
+
+
+def _ok(proc):
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_dcgan_two_processes_train_the_weights_one_process_trains(tmp_path):
+    # BatchNorm in G and D (synchronised across ranks), instance noise 0.3 (the dcgan default).
+    opts = _opts("dcgan", STEPS)
+    train(opts, tmp_path / "one", progress=False)
+    _ok(torchrun("--out", str(tmp_path / "two"), *_args(opts)))
+    _assert_close(_last(tmp_path / "one"), _last(tmp_path / "two"), "dcgan 1 vs 2 processes")
+    config = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert config["distributed"] == {"world_size": 2}
+    # Rank 0 alone wrote the run: one checkpoint per interval, one metrics record per log step.
+    assert [p.name for p in list_checkpoints(tmp_path / "two")] == [
+        "ckpt-00000003.pt", "ckpt-00000006.pt",
+    ]  # fmt: skip
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "two" / "metrics.jsonl")]
+    assert steps == [2, 4, 6]
+    one = [json.loads(line) for line in open(tmp_path / "one" / "metrics.jsonl")]
+    two = [json.loads(line) for line in open(tmp_path / "two" / "metrics.jsonl")]
+    for a, b in zip(one, two):  # the logged losses are global-batch means
+        assert a["loss_D"] == pytest.approx(b["loss_D"], abs=1e-4)
+    assert (tmp_path / "two" / "progress.gif").is_file()
+    assert not any(p.name.startswith(".") for p in (tmp_path / "two").rglob("*"))
+
+
+def test_stylegan_two_processes_match_one_and_checkpoints_resume_across_world_sizes(tmp_path):
+    # No BatchNorm; lazy R1 (double backward), style mixing, noise inputs, w_avg, minibatch-std.
+    full = _opts("stylegan", STEPS)
+    half = _opts("stylegan", STEPS // 2)
+    train(full, tmp_path / "one", progress=False)
+    _ok(torchrun("--out", str(tmp_path / "two"), *_args(full)))
+    _assert_close(_last(tmp_path / "one"), _last(tmp_path / "two"), "stylegan 1 vs 2 processes")
+    # 2 processes, stopped half way, resumed in 1 process: as the uninterrupted 2-process run.
+    _ok(torchrun("--out", str(tmp_path / "2to1"), *_args(half)))
+    train({"kimg": full["kimg"]}, tmp_path / "2to1", resume=True, progress=False)
+    _assert_close(_last(tmp_path / "two"), _last(tmp_path / "2to1"), "2 -> 1 process resume")
+    # 1 process, stopped half way, resumed in 2 processes: as the uninterrupted 1-process run.
+    train(half, tmp_path / "1to2", progress=False)
+    _ok(torchrun("--out", str(tmp_path / "1to2"), "--resume", "--kimg", str(full["kimg"])))
+    _assert_close(_last(tmp_path / "one"), _last(tmp_path / "1to2"), "1 -> 2 process resume")
+    config = json.loads((tmp_path / "1to2" / "config.json").read_text())
+    assert config["distributed"] == {"world_size": 2}
+
+
+def test_killed_rank_stops_the_run_and_the_checkpoint_resumes(tmp_path):
+    out = tmp_path / "run"
+    opts = _opts("dcgan", 100_000, ckpt_every=2, sample_every=1000, log_every=1000)
+    proc = torchrun("--out", str(out), *_args(opts), wait=False)
+    try:
+        deadline = time.monotonic() + 120
+        while not list_checkpoints(out) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert list_checkpoints(out), "no checkpoint before the deadline"
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        victim = next(w for w in workers if w.environ().get("RANK") == "1")
+        victim.send_signal(signal.SIGKILL)
+        t0 = time.monotonic()
+        _, stderr = proc.communicate(timeout=60)
+        stopped_in = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    print(f"\nrun stopped {stopped_in:.1f} s after kill -9 of rank 1")
+    assert proc.returncode != 0
+    assert stopped_in < 30
+    # torchrun's summary names the dead rank and the signal.
+    # The survivor either says it lost its peer (exit 1) or was stopped by torchrun first.
+    assert "[rank0]: Traceback" not in stderr, stderr[-3000:]
+    assert re.search(r"rank\s+: 1 \(local_rank: 1\)\s+exitcode\s+: -9", stderr), stderr[-3000:]
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"workers still running after torchrun exited: {alive}"
+    ckpts = list_checkpoints(out)
+    for p in ckpts:
+        load_checkpoint(p)  # every kept checkpoint is whole
+    step = _last(out)["step"]
+    result = train({"kimg": (step + 2) * 32 / 1000}, out, resume=True, progress=False)
+    assert result.step == step + 2
+
+
+def test_batch_not_divisible_by_world_size_is_refused_before_training(tmp_path):
+    out = tmp_path / "run"
+    proc = torchrun("--out", str(out), *_args({**_opts("dcgan", 4), "batch_size": 33}))
+    assert proc.returncode != 0
+    message = (
+        "error: rank 0/2: --batch-size 33 is the global batch and must divide by the world size 2"
+    )
+    assert message in proc.stderr, proc.stderr[-3000:]
+    assert "exitcode  : 2" in proc.stderr  # each worker exits 2, torchrun reports it
+    assert "Traceback" not in proc.stderr.split("error:")[0]
+    assert not out.exists()
