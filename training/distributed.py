@@ -24,19 +24,16 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from training.errors import UserError
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 # A collective that waits longer than this (a peer hung, not dead) fails the run.
 TIMEOUT = datetime.timedelta(minutes=30)
@@ -115,23 +112,6 @@ class Dist:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
-
-    def from_main(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on rank 0 only and hand its result (or its UserError) to every rank: rank 0
-        reads and checks the run directory, the others follow its answer."""
-        if not self.enabled:
-            return fn()
-        payload: list[Any] = [None]
-        if self.is_main:
-            try:
-                payload[0] = ("ok", fn())
-            except UserError as e:
-                payload[0] = ("error", e)
-        dist.broadcast_object_list(payload, src=0)
-        kind, value = payload[0]
-        if kind == "error":
-            raise value
-        return value
 
 
 def _average(tensors: list[torch.Tensor]) -> None:
@@ -280,10 +260,6 @@ def _convert_cpu(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         setattr(module, name, _convert_cpu(child))
     return module
-
-
-def has_batchnorm(module: nn.Module) -> bool:
-    return any(isinstance(m, _BatchNorm) for m in module.modules())
 
 
 def _first_device(tensors: Iterable[torch.Tensor]) -> torch.device | None:

@@ -10,6 +10,10 @@ labels, instance noise, style mixing, StyleGAN noise, interpolation weights) com
 is a permutation drawn from a generator seeded by ``(seed, e)``, so resuming mid-epoch needs only the
 number of batches consumed. A seeded CPU run, stopped and resumed, is bit-identical to an
 uninterrupted one.
+
+Under torchrun the same loop runs on every rank (:mod:`training.distributed`): each rank trains on
+its share of the global batch, averages gradients before each optimiser step, and rank 0 alone
+writes the run directory.
 """
 
 from __future__ import annotations
