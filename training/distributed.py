@@ -73,9 +73,6 @@ class Dist:
         return {"world_size": self.world}
 
     # --- data and randomness ----------------------------------------------------------------
-    def local_batch(self, batch: int) -> int:
-        return batch // self.world
-
     def shard(self, t: torch.Tensor) -> torch.Tensor:
         """This rank's share of a tensor drawn for the global batch (dim 0): items rank,
         rank + N, rank + 2N, ... Strided, not contiguous, so that a group of samples the models
@@ -104,7 +101,7 @@ class Dist:
         return dict(zip(stats, values / self.world))
 
     def broadcast_module(self, module: nn.Module) -> None:
-        """Rank 0's weights and buffers to every rank (after init and after a resume)."""
+        """Rank 0's weights and buffers to every rank, so that all start from the same."""
         if self.enabled:
             for t in module.state_dict().values():
                 dist.broadcast(t, src=0)

@@ -10,6 +10,7 @@ after 6 steps (printed with -s): dcgan 1.8e-07, stylegan 3.1e-05 (lr 2e-4 and 2e
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,18 +110,18 @@ def test_dcgan_two_processes_train_the_weights_one_process_trains(tmp_path):
 
 def test_stylegan_two_processes_match_one_and_checkpoints_resume_across_world_sizes(tmp_path):
     # No BatchNorm; lazy R1 (double backward), style mixing, noise inputs, w_avg, minibatch-std.
-    full = _opts("stylegan", STEPS)
-    half = _opts("stylegan", STEPS // 2)
-    train(full, tmp_path / "one", progress=False)
-    _ok(torchrun("--out", str(tmp_path / "two"), *_args(full)))
+    opts = _opts("stylegan", STEPS)
+    train(opts, tmp_path / "one", progress=False)
+    _ok(torchrun("--out", str(tmp_path / "two"), *_args(opts)))
     _assert_close(_last(tmp_path / "one"), _last(tmp_path / "two"), "stylegan 1 vs 2 processes")
-    # 2 processes, stopped half way, resumed in 1 process: as the uninterrupted 2-process run.
-    _ok(torchrun("--out", str(tmp_path / "2to1"), *_args(half)))
-    train({"kimg": full["kimg"]}, tmp_path / "2to1", resume=True, progress=False)
+    # Each run as if stopped at its step-3 checkpoint, then resumed in the other world size.
+    for src, dst in (("two", "2to1"), ("one", "1to2")):
+        shutil.copytree(tmp_path / src, tmp_path / dst)
+        list_checkpoints(tmp_path / dst)[-1].unlink()
+        assert _last(tmp_path / dst)["step"] == STEPS // 2
+    train({}, tmp_path / "2to1", resume=True, progress=False)
     _assert_close(_last(tmp_path / "two"), _last(tmp_path / "2to1"), "2 -> 1 process resume")
-    # 1 process, stopped half way, resumed in 2 processes: as the uninterrupted 1-process run.
-    train(half, tmp_path / "1to2", progress=False)
-    _ok(torchrun("--out", str(tmp_path / "1to2"), "--resume", "--kimg", str(full["kimg"])))
+    _ok(torchrun("--out", str(tmp_path / "1to2"), "--resume"))
     _assert_close(_last(tmp_path / "one"), _last(tmp_path / "1to2"), "1 -> 2 process resume")
     config = json.loads((tmp_path / "1to2" / "config.json").read_text())
     assert config["distributed"] == {"world_size": 2}
