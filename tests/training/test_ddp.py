@@ -12,9 +12,11 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -45,6 +47,24 @@ def torchrun(*args: str, nproc: int = 2, timeout: int = 180, wait: bool = True):
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def torchrun_nodes(*args: str, nnodes: int = 2, timeout: int = 180) -> list[tuple[int, str]]:
+    """The multi-node form on one machine: ``nnodes`` torchrun agents of one process each, meeting
+    at a c10d rendezvous endpoint, each running the ``gan-train`` console script."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = Path(sys.executable).with_name("gan-train")
+    program = [str(script)] if script.is_file() else ["-m", "training.cli"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nnodes),
+           "--nproc_per_node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+           f"127.0.0.1:{port}", "--rdzv-id", "test", *program, "--no-progress", *args]  # fmt: skip
+    agents = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True) for _ in range(nnodes)]  # fmt: skip
+    outputs = [a.communicate(timeout=timeout)[0] for a in agents]
+    return [(a.returncode, out) for a, out in zip(agents, outputs)]
 
 
 def _opts(model: str, steps: int, **extra) -> dict:
@@ -88,9 +108,15 @@ def _ok(proc):
 
 def test_dcgan_two_processes_train_the_weights_one_process_trains(tmp_path):
     # BatchNorm in G and D (synchronised across ranks), instance noise 0.3 (the dcgan default).
+    # Launched as two "nodes" (--nnodes 2 --rdzv-endpoint) of one process each, via gan-train.
     opts = _opts("dcgan", STEPS)
     train(opts, tmp_path / "one", progress=False)
-    _ok(torchrun("--out", str(tmp_path / "two"), *_args(opts)))
+    agents = torchrun_nodes("--out", str(tmp_path / "two"), *_args(opts))
+    for code, output in agents:
+        assert code == 0, output[-3000:]
+    assert {"rank 0/2 (local rank 0)", "rank 1/2 (local rank 0)"} <= {
+        line[:23] for _, output in agents for line in output.splitlines()
+    }
     _assert_close(_last(tmp_path / "one"), _last(tmp_path / "two"), "dcgan 1 vs 2 processes")
     config = json.loads((tmp_path / "two" / "config.json").read_text())
     assert config["distributed"] == {"world_size": 2}
