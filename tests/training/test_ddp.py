@@ -26,7 +26,7 @@ from tests.training.conftest import REPO, TINY
 from training.checkpoint import list_checkpoints, load_checkpoint
 from training.trainer import train
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+pytestmark = pytest.mark.usefixtures("one_thread")
 STEPS = 6
 
 
@@ -106,6 +106,7 @@ def _ok(proc):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_dcgan_two_processes_train_the_weights_one_process_trains(tmp_path):
     # BatchNorm in G and D (synchronised across ranks), instance noise 0.3 (the dcgan default).
     # Launched as two "nodes" (--nnodes 2 --rdzv-endpoint) of one process each, via gan-train.
@@ -134,6 +135,7 @@ def test_dcgan_two_processes_train_the_weights_one_process_trains(tmp_path):
     assert not any(p.name.startswith(".") for p in (tmp_path / "two").rglob("*"))
 
 
+@pytest.mark.slow
 def test_stylegan_two_processes_match_one_and_checkpoints_resume_across_world_sizes(tmp_path):
     # No BatchNorm; lazy R1 (double backward), style mixing, noise inputs, w_avg, minibatch-std.
     opts = _opts("stylegan", STEPS)
@@ -153,6 +155,7 @@ def test_stylegan_two_processes_match_one_and_checkpoints_resume_across_world_si
     assert config["distributed"] == {"world_size": 2}
 
 
+@pytest.mark.slow
 def test_killed_rank_stops_the_run_and_the_checkpoint_resumes(tmp_path):
     out = tmp_path / "run"
     # cgan + WGAN-GP (double backward, 5 critic steps), DiffAugment and mode seeking: the options
@@ -193,6 +196,7 @@ def test_killed_rank_stops_the_run_and_the_checkpoint_resumes(tmp_path):
     assert result.step == step + 2
 
 
+@pytest.mark.slow
 def test_batch_not_divisible_by_world_size_is_refused_before_training(tmp_path):
     out = tmp_path / "run"
     proc = torchrun("--out", str(out), *_args({**_opts("dcgan", 4), "batch_size": 33}))
@@ -204,3 +208,45 @@ def test_batch_not_divisible_by_world_size_is_refused_before_training(tmp_path):
     assert "exitcode  : 2" in proc.stderr  # each worker exits 2, torchrun reports it
     assert "Traceback" not in proc.stderr.split("error:")[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("dataset", ["digits", "fake"])  # in memory; through the DataLoader
+def test_ranks_read_interleaved_shares_of_the_one_process_batches(dataset):
+    from training.datasets import load_dataset
+    from training.distributed import Dist
+    from training.trainer import BatchStream
+
+    data = load_dataset(dataset, 16)
+    one = BatchStream(data, 32, seed=3, device="cpu")
+    ranks = [BatchStream(data, 32, seed=3, device="cpu", dist=Dist(r, 2, r, 2)) for r in (0, 1)]
+    for _ in range(one.batches_per_epoch + 2):  # into the next epoch's permutation
+        x, y = one.next()
+        (x0, y0), (x1, y1) = (r.next() for r in ranks)
+        assert x0.shape[0] == x1.shape[0] == 16
+        assert torch.equal(x[0::2], x0) and torch.equal(x[1::2], x1)
+        assert torch.equal(y[0::2], y0) and torch.equal(y[1::2], y1)
+
+
+def test_set_ups_that_cannot_work_are_refused(monkeypatch):
+    from training.datasets import load_dataset
+    from training.distributed import Dist, check_setup
+    from training.errors import UserError
+    from training.train_config import resolve_options
+    from training.trainer import BatchStream
+
+    two = Dist(0, 2, 0, 2)
+    with pytest.raises(UserError, match="--batch-size 33 is the global batch .* world size 2"):
+        check_setup(two, 33, "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match="--nproc_per_node 2 .* GPUs \\(1\\)"):
+        check_setup(two, 32, "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="no CUDA device"):
+        check_setup(two, 32, "cuda")
+    check_setup(two, 32, "auto")  # CPU ranks
+    with pytest.raises(UserError, match="even multiple of the world size 2, not 30"):
+        resolve_options({"model": "cgan", "batch_size": 30, "mode_seeking": 0.2}, world=2)
+    data = load_dataset("fake", 16)
+    with pytest.raises(UserError, match="a batch of 200 per rank from a shard of 128"):
+        BatchStream(data, 400, seed=0, device="cpu", dist=two)
