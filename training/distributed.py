@@ -6,7 +6,8 @@ rank takes the same optimiser step, so the weights stay identical everywhere. Wh
 ``DistributedDataParallel`` wrapper: its reducer does not support the double backward of R1 and
 WGAN-GP (``autograd.grad(..., create_graph=True)``), and a GAN step calls D several times with
 parts of the graph frozen, which DDP only tolerates with ``find_unused_parameters``. An explicit
-all-reduce just before each optimiser step is the same arithmetic with none of those conditions.
+all-reduce just before each optimiser step is the same arithmetic with none of those conditions
+(each D step of ``--n-critic`` and each G step is one boundary; there is no gradient accumulation).
 
 BatchNorm sees the global batch: ``nn.SyncBatchNorm`` on CUDA and, because that module refuses CPU
 tensors, :class:`CrossRankBatchNorm2d` (the same statistics through a differentiable all-reduce)
