@@ -9,12 +9,19 @@ the pytorch/examples dcgan/main.py algorithm written out plainly (64x64, batch 6
 nz = 100, BCE on a sigmoid output, Adam 2e-4, betas (0.5, 0.999)). ganforge's dcgan at the same
 configuration is timed interleaved with it, repeat by repeat, and compared by medians, because the
 machine is shared and noisy. Writes bench/results/train_throughput.json and prints a markdown table.
+
+    python bench/train_throughput.py --ddp [--steps N] [--repeats R]
+
+Data-parallel rows only (merged into the same JSON): ganforge's dcgan at the textbook configuration
+(64x64, global batch 64) in one process (1 and 2 threads) and in two torchrun processes (gloo, one
+thread each, 32 images per rank), all three timed on the same machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -130,7 +137,7 @@ class TextbookLoop:
 
 
 # --- ganforge's trainer on the same data -----------------------------------------------------
-def ganforge_trainer(kind: str, resolution: int, data: torch.Tensor, **options):
+def ganforge_trainer(kind: str, resolution: int, data: torch.Tensor, dist=None, **options):
     from training.config import ModelConfig
     from training.datasets import GanDataset
     from training.trainer import Trainer, resolve_options
@@ -147,7 +154,7 @@ def ganforge_trainer(kind: str, resolution: int, data: torch.Tensor, **options):
     model_cfg = ModelConfig(kind=kind, resolution=resolution, channels=data.shape[1],
                             num_classes=classes, class_names=[str(i) for i in range(classes)],
                             **model_kwargs)  # fmt: skip
-    return Trainer(cfg, model_cfg, ds, Path("/nonexistent-bench-run"), progress=False)
+    return Trainer(cfg, model_cfg, ds, Path("/nonexistent-bench-run"), progress=False, dist=dist)
 
 
 def random_images(resolution: int, n: int = 4 * BATCH, channels: int = 3) -> torch.Tensor:
@@ -211,10 +218,49 @@ def side_by_side(steps: int, repeats: int, options: dict) -> dict:
     return result
 
 
-def run_child(args: list[str]) -> dict:
+def ddp_worker(steps: int, repeats: int) -> dict | None:
+    """The textbook-configuration dcgan on this rank's share of a global batch of 64 (under
+    torchrun; a world of one otherwise). Rank 0 returns the global img/s; the others None."""
+    from training import distributed
+
+    d = distributed.env_world()
+    distributed.init(d, torch.device("cpu"))
+    loop = ganforge_trainer("dcgan", 64, random_images(64), dist=d)
+    loop.train_step()
+    rates = []
+    for _ in range(repeats):
+        d.barrier()
+        rates.append(time_steps(loop, steps))  # global batch per step: BATCH
+    distributed.shutdown(d)
+    if not d.is_main:
+        return None
+    return {"world_size": d.world, "threads_per_process": torch.get_num_threads(),
+            "img_per_s": statistics.median(rates), "rates": rates,
+            "peak_rss_mib_rank0": peak_rss_mib()}  # fmt: skip
+
+
+def ddp_rows(steps: int, repeats: int) -> list[dict]:
+    common = ["--ddp-worker", "--steps", str(steps), "--repeats", str(repeats)]
+    rows = []
+    for nproc, threads in ((1, 1), (1, 2), (2, 1)):
+        args = [*common, "--threads", str(threads)]
+        launcher = []
+        if nproc > 1:
+            launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                        str(nproc)]  # fmt: skip
+        row = run_child(args, launcher)
+        rows.append(row)
+        print(f"  {nproc} process(es) x {threads} thread(s): {row['img_per_s']:.1f} img/s",
+              file=sys.stderr)  # fmt: skip
+    return rows
+
+
+def run_child(args: list[str], launcher: list[str] | None = None) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
-        [sys.executable, __file__, *args], capture_output=True, text=True, check=False
-    )
+        [sys.executable, *(launcher or []), __file__, *args],
+        capture_output=True, text=True, check=False, env=env,
+    )  # fmt: skip
     if out.returncode != 0:
         raise SystemExit(f"benchmark worker {args} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -230,6 +276,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "train_throughput.json"))
     p.add_argument("--worker", nargs=2, metavar=("NAME", "RES"), help=argparse.SUPPRESS)
     p.add_argument("--side-by-side", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--ddp", action="store_true", help="only the 1- vs 2-process rows")
+    p.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     steps = a.steps or (2 if a.quick else 5)
     repeats = a.repeats or (3 if a.quick else 7)
@@ -242,6 +290,13 @@ def main(argv=None) -> int:
     if a.side_by_side:
         print(json.dumps(side_by_side(steps, repeats, options)))
         return 0
+    if a.ddp_worker:
+        result = ddp_worker(steps, repeats)
+        if result is not None:
+            print(json.dumps(result))
+        return 0
+    if a.ddp:
+        return ddp_main(steps, repeats, Path(a.out))
 
     common = ["--steps", str(steps), "--repeats", str(repeats), "--options", a.options]
     if a.threads:
@@ -286,6 +341,26 @@ def main(argv=None) -> int:
         f"--channels-last {sbs['ganforge_fast_img_per_s']:.0f} img/s "
         f"({sbs['ganforge_fast_speedup_of_medians']:.2f}x); goal 1.2x"
     )
+    print(f"wrote {out}")
+    return 0
+
+
+def ddp_main(steps: int, repeats: int, out: Path) -> int:
+    rows = ddp_rows(steps, repeats)
+    report = json.loads(out.read_text()) if out.is_file() else {}
+    report["ddp_textbook_dcgan_64"] = {
+        "note": f"global batch {BATCH}, gloo on CPU, medians of {repeats} timings of {steps} "
+        "steps; shared machine",
+        "cpu_cores": os.cpu_count(),
+        "rows": rows,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print("| processes x threads | img/s (median, global batch 64) | peak RSS rank 0 (MiB) |")
+    print("|---|---:|---:|")
+    for r in rows:
+        print(f"| {r['world_size']} x {r['threads_per_process']} | {r['img_per_s']:.1f} "
+              f"| {r['peak_rss_mib_rank0']:.0f} |")  # fmt: skip
     print(f"wrote {out}")
     return 0
 

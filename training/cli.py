@@ -2,6 +2,7 @@
 
     gan-train --model cgan --dataset digits --resolution 32 --kimg 50 --out runs/cgan-digits
     gan-train --out runs/cgan-digits --resume --kimg 100     # continue (and extend) that run
+    torchrun --standalone --nproc_per_node 2 -m training.cli --batch-size 64 ...  # 2 processes
 
 User mistakes print ``error: ...`` on stderr and exit with status 2, without a traceback.
 """
@@ -9,19 +10,29 @@ User mistakes print ``error: ...`` on stderr and exit with status 2, without a t
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
+from training.distributed import PeerLost
 from training.errors import UserError
+from training.train_config import describe_default
 
 EPILOG = """\
-defaults depend on the family: dcgan/cgan use Adam(2e-4, 0.5, 0.999) and the non-saturating loss,
-plus instance noise 0.3 annealed to 0 (without it D wins at once on digits and G collapses);
-stylegan uses Adam(2e-3, 0, 0.99), R1 (gamma 1, every 16 steps) and style mixing 0.9;
---loss wgan-gp implies --n-critic 5 and no BatchNorm in the critic.
---augment (DiffAugment), --xflip and --mode-seeking are off unless given; the demo's cgan uses
---augment translation,cutout --mode-seeking 0.2 (python -m training.demo holds the demo recipe).
+defaults (shown above, from training/train_config.py) depend on the family: dcgan/cgan add instance
+noise annealed to 0 (without it D wins at once on digits and G collapses); stylegan uses its own
+Adam settings, R1 and style mixing; --loss wgan-gp implies --n-critic 5 and no BatchNorm in the
+critic. The demo's cgan adds --augment translation,cutout --mode-seeking 0.2 (python -m
+training.demo holds the demo recipe).
 run directory: config.json, checkpoints/ckpt-STEP.pt (last --keep) and best.pt, samples/*.png,
-metrics.jsonl, loss.png, progress.gif."""
+metrics.jsonl, loss.png, progress.gif.
+distributed: under torchrun (--nproc_per_node N, or --nnodes/--rdzv-endpoint) every process
+trains on its slice of each global batch; --batch-size is the global batch (a multiple of N)."""
+
+
+def _d(text: str, name: str) -> str:
+    """Help text followed by the option's default, read from the config dataclasses."""
+    return f"{text} ({describe_default(name)})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,57 +45,66 @@ def build_parser() -> argparse.ArgumentParser:
     # Every option defaults to None so the trainer can tell "not given" (family default, or
     # the resumed run's value) from an explicit choice.
     a = p.add_argument
-    a("--model", help="dcgan | cgan | stylegan (default dcgan)")
-    a("--dataset", help="digits | mnist | fashion-mnist | cifar10 | folder:PATH | fake")
+    a("--model", help=_d("dcgan | cgan | stylegan", "model"))
+    a(
+        "--dataset",
+        help=_d("digits | mnist | fashion-mnist | cifar10 | folder:PATH | fake", "dataset"),
+    )
     a("--data-root", help="where torchvision datasets live (or are downloaded to)")
-    a("--resolution", type=int, help="power of two from 16 to 128 (default 32)")
+    a("--resolution", type=int, help=_d("power of two from 16 to 128", "resolution"))
     a("--out", required=True, help="run directory, e.g. runs/cgan-digits")
     a("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    a("--seed", type=int, help="seed for init, data order and latents (default 0)")
-    a("--kimg", type=float, help="training length in thousands of real images (default 50)")
+    a("--seed", type=int, help=_d("seed for init, data order and latents", "seed"))
+    a("--kimg", type=float, help=_d("training length in thousands of real images", "kimg"))
     a("--epochs", type=int, help="training length in epochs (overrides --kimg)")
-    a("--batch-size", type=int, help="default 64")
-    a("--lr", type=float, help="generator learning rate (default 2e-4)")
+    a("--batch-size", type=int,
+      help=_d("global batch: under torchrun each of N processes takes 1/N", "batch_size"))  # fmt: skip
+    a("--lr", type=float, help=_d("generator learning rate", "lr"))
     a("--lr-d", type=float, help="discriminator learning rate (default: --lr)")
-    a("--beta1", type=float, help="Adam beta1")
-    a("--beta2", type=float, help="Adam beta2")
-    a("--loss", help="bce (non-saturating) | hinge | wgan-gp")
-    a("--n-critic", type=int, help="D steps per G step (wgan-gp default 5)")
-    a("--gp-weight", type=float, help="WGAN-GP penalty weight (default 10)")
-    a("--r1-gamma", type=float, help="R1 penalty weight, 0 = off (stylegan default 1)")
-    a("--r1-every", type=int, help="lazy R1 interval in steps (default 16)")
-    a("--label-smoothing", type=float, help="one-sided label smoothing, e.g. 0.1")
-    a("--instance-noise", type=float, help="instance noise sigma at the start, annealed to 0")
+    a("--beta1", type=float, help=_d("Adam beta1", "beta1"))
+    a("--beta2", type=float, help=_d("Adam beta2", "beta2"))
+    a("--loss", help=_d("bce (non-saturating) | hinge | wgan-gp", "loss"))
+    a("--n-critic", type=int, help=_d("D steps per G step", "n_critic"))
+    a("--gp-weight", type=float, help=_d("WGAN-GP penalty weight", "gp_weight"))
+    a("--r1-gamma", type=float, help=_d("R1 penalty weight, 0 = off", "r1_gamma"))
+    a("--r1-every", type=int, help=_d("lazy R1 interval in steps", "r1_every"))
+    a("--label-smoothing", type=float, help=_d("one-sided label smoothing", "label_smoothing"))
+    a("--instance-noise", type=float,
+      help=_d("instance noise sigma at the start, annealed to 0", "instance_noise"))  # fmt: skip
     a("--augment",
       help="DiffAugment policies for every image D sees, comma-separated: "
       "color, brightness, saturation, contrast, translation, cutout; none = off")  # fmt: skip
     a("--xflip", action=argparse.BooleanOptionalAction, default=None,
       help="random left-right flips of D's inputs (off; digits are not mirror-symmetric)")  # fmt: skip
     a("--mode-seeking", type=float,
-      help="weight of MSGAN's mode-seeking term in G's loss (spreads samples of a class); 0 = off")  # fmt: skip
-    a("--ema-kimg", type=float, help="G_ema half-life in kimg (default 10)")
-    a("--style-mixing", type=float, help="stylegan style-mixing probability (default 0.9)")
-    a("--g-width", type=int, help="generator width at its last layer (pytorch/examples ngf)")
-    a("--d-width", type=int, help="discriminator width at its first layer (ndf)")
-    a("--latent-dim", type=int, help="size of z (default 100)")
-    a("--w-dim", type=int, help="stylegan: size of w (default 128)")
-    a("--spectral-norm", action="store_true", default=None, help="spectral norm in D")
-    a(
-        "--g-cond",
-        help="cgan: concat (label embedding joined to z) | cbn (class-conditional BatchNorm)",
-    )
-    a("--d-norm", help="batch | none: normalisation in the DCGAN/cGAN discriminator")
-    a("--device", help="auto | cpu | cuda (auto: cuda when available, with bf16 AMP)")
-    a("--precision", help="auto | fp32 | bf16")
-    a("--channels-last", action="store_true", default=None, help="channels-last memory format")
-    a("--sample-every", type=int, help="steps between sample grids (default 100)")
-    a("--ckpt-every", type=int, help="steps between checkpoints (default 250)")
+      help=_d("weight of MSGAN's mode-seeking term in G's loss (spreads samples of a class)",
+              "mode_seeking"))  # fmt: skip
+    a("--ema-kimg", type=float, help=_d("G_ema half-life in kimg", "ema_kimg"))
+    a("--style-mixing", type=float, help=_d("stylegan style-mixing probability", "style_mixing"))
+    a("--g-width", type=int,
+      help=_d("generator width at its last layer (pytorch/examples ngf)", "g_width"))  # fmt: skip
+    a("--d-width", type=int,
+      help=_d("discriminator width at its first layer (ndf)", "d_width"))  # fmt: skip
+    a("--latent-dim", type=int, help=_d("size of z", "latent_dim"))
+    a("--w-dim", type=int, help=_d("stylegan: size of w", "w_dim"))
+    a("--spectral-norm", action="store_true", default=None,
+      help=_d("spectral norm in D", "spectral_norm"))  # fmt: skip
+    a("--g-cond",
+      help=_d("cgan: concat (label embedding joined to z) | cbn (class-conditional BatchNorm)",
+              "g_cond"))  # fmt: skip
+    a("--d-norm", help=_d("batch | none: normalisation in the DCGAN/cGAN discriminator", "d_norm"))
+    a("--device", help=_d("auto | cpu | cuda (auto: cuda when available, with bf16 AMP)", "device"))
+    a("--precision", help=_d("auto | fp32 | bf16", "precision"))
+    a("--channels-last", action="store_true", default=None,
+      help=_d("channels-last memory format", "channels_last"))  # fmt: skip
+    a("--sample-every", type=int, help=_d("steps between sample grids", "sample_every"))
+    a("--ckpt-every", type=int, help=_d("steps between checkpoints", "ckpt_every"))
     a("--eval-every", type=int,
-      help="steps between FD-classifier evaluations (keeps checkpoints/best.pt); 0 = off; "
-      "default 250 on digits, off elsewhere")  # fmt: skip
-    a("--log-every", type=int, help="steps between metrics.jsonl records (default 10)")
-    a("--keep", type=int, help="number of step checkpoints kept (default 3)")
-    a("--num-workers", type=int, help="DataLoader workers for on-disk datasets (default 0)")
+      help=_d("steps between FD-classifier evaluations (keeps checkpoints/best.pt); 0 = off",
+              "eval_every"))  # fmt: skip
+    a("--log-every", type=int, help=_d("steps between metrics.jsonl records", "log_every"))
+    a("--keep", type=int, help=_d("number of step checkpoints kept", "keep"))
+    a("--num-workers", type=int, help=_d("DataLoader workers for on-disk datasets", "num_workers"))
     a("--progress", action=argparse.BooleanOptionalAction, default=None,
       help="progress bar (default: only when stderr is a terminal)")  # fmt: skip
     return p
@@ -101,6 +121,7 @@ def online_fd(cfg):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     options = vars(args)
     out, resume, progress = options.pop("out"), options.pop("resume"), options.pop("progress")
     try:
@@ -108,12 +129,22 @@ def main(argv: list[str] | None = None) -> int:
 
         result = train(options, out, resume=resume, progress=progress, make_eval_fn=online_fd)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_rank_prefix()}{e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    print(f"trained {result.step}/{result.total_steps} steps; run directory {result.run_dir}")
+    except PeerLost as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if not _rank_prefix():
+        print(f"trained {result.step}/{result.total_steps} steps; run directory {result.run_dir}")
     return 0
+
+
+def _rank_prefix() -> str:
+    """``rank R/N: `` under torchrun, so a message says which process it comes from."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    return f"rank {os.environ.get('RANK', '?')}/{world}: " if world != "1" else ""
 
 
 if __name__ == "__main__":

@@ -10,14 +10,18 @@ labels, instance noise, style mixing, StyleGAN noise, interpolation weights) com
 is a permutation drawn from a generator seeded by ``(seed, e)``, so resuming mid-epoch needs only the
 number of batches consumed. A seeded CPU run, stopped and resumed, is bit-identical to an
 uninterrupted one.
+
+Under torchrun the same loop runs on every rank (:mod:`training.distributed`): each rank trains on
+its share of the global batch, averages gradients before each optimiser step, and rank 0 alone
+writes the run directory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import json
+import logging
 import math
 import platform
 import shutil
@@ -31,9 +35,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from training import distributed, viz
 from training import losses as L
-from training import viz
-from training.augment import DiffAugment, parse_policy
+from training.augment import DiffAugment
 from training.checkpoint import (
     CKPT_DIR,
     CONFIG_NAME,
@@ -44,169 +48,22 @@ from training.checkpoint import (
     read_run_config,
     save_checkpoint,
 )
-from training.config import MODEL_KINDS, ModelConfig, from_known_keys, write_json_atomic
+from training.config import ModelConfig, write_json_atomic
 from training.datasets import GanDataset, load_dataset
+from training.distributed import Dist
 from training.errors import TrainingDiverged, UserError
 from training.models import build_models
+from training.train_config import (
+    RESUMABLE_OVERRIDES,
+    TrainConfig,
+    resolve_options,
+    validate_train_config,
+)
 
+log = logging.getLogger(__name__)
 EvalFn = Callable[[nn.Module, int], dict[str, Any]]
 BEST_KEY = "fd_classifier"
 METRICS_NAME = "metrics.jsonl"
-
-
-@dataclass
-class TrainConfig:
-    """How a run trains. Written to ``config.json["train"]``; model shape lives in ModelConfig."""
-
-    model: str = "dcgan"
-    dataset: str = "digits"
-    data_root: str | None = None
-    resolution: int = 32
-    seed: int = 0
-    kimg: float = 50.0
-    epochs: int | None = None  # when set, overrides kimg
-    batch_size: int = 64
-    lr: float = 2e-4  # generator learning rate
-    lr_d: float | None = None  # discriminator learning rate (None: same as lr)
-    beta1: float = 0.5
-    beta2: float = 0.999
-    loss: str = "bce"  # bce | hinge | wgan-gp
-    n_critic: int = 1  # D steps per G step (WGAN-GP uses 5)
-    gp_weight: float = 10.0
-    r1_gamma: float = 0.0  # R1 weight (0: off)
-    r1_every: int = 16  # lazy regularisation interval
-    label_smoothing: float = 0.0  # one-sided: real target 1 - s
-    instance_noise: float = 0.0  # sigma at step 0, annealed linearly to 0 by the last step
-    augment: str = ""  # DiffAugment policies for D's inputs, e.g. "translation,cutout"
-    xflip: bool = False  # random left-right flips of D's inputs (off: digits are not symmetric)
-    mode_seeking: float = 0.0  # weight of the mode-seeking term in G's loss (MSGAN; 0: off)
-    ema_kimg: float = 10.0  # half-life of the EMA generator in thousands of images
-    ema_rampup: float | None = 0.05  # half-life <= rampup * images seen (fast start)
-    style_mixing: float = 0.9  # StyleGAN-lite style-mixing probability
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
-    channels_last: bool = False
-    sample_every: int = 100
-    ckpt_every: int = 250
-    eval_every: int = 0  # 0: no evaluation
-    log_every: int = 10
-    keep: int = 3
-    num_workers: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        return from_known_keys(cls, d, "train")
-
-    def total_steps(self, dataset_size: int) -> int:
-        """Training length in G steps, from ``epochs`` if set, else from ``kimg``."""
-        batches_per_epoch = dataset_size // self.batch_size
-        if self.epochs is not None:
-            batches = self.epochs * batches_per_epoch
-        else:
-            batches = math.ceil(self.kimg * 1000 / self.batch_size)
-        return max(1, batches // self.n_critic)
-
-
-# Per-family defaults; explicit arguments win. The cgan defaults are the settings the learning test
-# proves (diverse, class-correct digits on a 2-minute CPU budget).
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Without instance noise D wins within a few kimg on digits (loss_D ~0.005): dcgan draws
-    # grey noise, cgan collapses each class to one prototype (diversity ratio ~0.15). Sigma 0.3
-    # annealed to 0 gives digits, and for cgan class accuracy ~0.96 with diversity ~0.8 of real
-    # (tests/training/test_learning.py). --instance-noise 0 restores the textbook loop.
-    "dcgan": {"instance_noise": 0.3},
-    "cgan": {"instance_noise": 0.3},
-    "stylegan": {
-        "lr": 2e-3,
-        "beta1": 0.0,
-        "beta2": 0.99,
-        "r1_gamma": 1.0,
-        "g_width": 16,
-        "d_width": 16,
-        "latent_dim": 128,
-    },
-}
-LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
-    # The critic must not normalise across the batch: the gradient penalty is per sample.
-    "wgan-gp": {"n_critic": 5, "d_norm": "none", "beta1": 0.0, "beta2": 0.9, "lr": 1e-4},
-}
-# Digits has a cheap in-house classifier, so its runs keep best.pt by FD-classifier by default.
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {"digits": {"eval_every": 250}}
-MODEL_FIELDS = ("g_width", "d_width", "latent_dim", "max_width", "w_dim", "mapping_layers")
-MODEL_FIELDS += ("d_norm", "spectral_norm", "g_cond")
-# Settings a resumed run may change: they do not alter the trajectory of the weights.
-RESUMABLE_OVERRIDES = {
-    "kimg",
-    "epochs",
-    "device",
-    "sample_every",
-    "ckpt_every",
-    "eval_every",
-    "log_every",
-    "keep",
-    "num_workers",
-    "data_root",
-}
-
-
-def resolve_options(options: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
-    """Turn user options (None = not given) into a TrainConfig and ModelConfig keyword arguments,
-    filling family and loss defaults underneath what the user gave."""
-    given = {k: v for k, v in options.items() if v is not None}
-    model = given.get("model", "dcgan")
-    if model not in MODEL_KINDS:
-        raise UserError(f"unknown model {model!r}; choose one of {', '.join(MODEL_KINDS)}")
-    merged: dict[str, Any] = {}
-    merged.update(DATASET_DEFAULTS.get(given.get("dataset", "digits"), {}))
-    merged.update(MODEL_DEFAULTS[model])
-    merged.update(LOSS_DEFAULTS.get(given.get("loss", merged.get("loss", "bce")), {}))
-    merged.update(given)
-    model_kwargs = {k: merged.pop(k) for k in MODEL_FIELDS if k in merged}
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = set(merged) - train_fields
-    if unknown:
-        raise UserError(f"unknown options {sorted(unknown)}")
-    cfg = TrainConfig(**merged)
-    validate_train_config(cfg)
-    if cfg.loss == "wgan-gp" and model_kwargs.get("d_norm") == "batch" and model != "stylegan":
-        raise UserError(
-            "--loss wgan-gp penalises each sample's gradient, which BatchNorm in the critic "
-            "mixes across the batch; use --d-norm none (the default with wgan-gp)"
-        )
-    return cfg, model_kwargs
-
-
-def validate_train_config(cfg: TrainConfig) -> None:
-    L.get_loss(cfg.loss)
-    parse_policy(cfg.augment)
-    checks = [
-        (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
-        (cfg.kimg > 0, f"--kimg must be > 0, got {cfg.kimg}"),
-        (cfg.epochs is None or cfg.epochs >= 1, f"--epochs must be >= 1, got {cfg.epochs}"),
-        (cfg.lr > 0 and (cfg.lr_d is None or cfg.lr_d > 0), "learning rates must be > 0"),
-        (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1, "Adam betas must be in [0, 1)"),
-        (cfg.n_critic >= 1, f"--n-critic must be >= 1, got {cfg.n_critic}"),
-        (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
-        (cfg.instance_noise >= 0, "--instance-noise must be >= 0"),
-        (cfg.mode_seeking >= 0, f"--mode-seeking must be >= 0, got {cfg.mode_seeking}"),
-        (
-            cfg.mode_seeking == 0 or cfg.batch_size % 2 == 0,
-            f"--mode-seeking pairs the batch: use an even --batch-size, not {cfg.batch_size}",
-        ),
-        (cfg.r1_gamma >= 0 and cfg.r1_every >= 1, "--r1-gamma must be >= 0, --r1-every >= 1"),
-        (0 <= cfg.style_mixing <= 1, "--style-mixing must be in [0, 1]"),
-        (cfg.ema_kimg >= 0, "--ema-kimg must be >= 0"),
-        (cfg.device in ("auto", "cpu", "cuda"), f"--device {cfg.device!r}: use auto, cpu or cuda"),
-        (cfg.precision in ("auto", "fp32", "bf16"), "--precision: use auto, fp32 or bf16"),
-        (min(cfg.sample_every, cfg.ckpt_every, cfg.log_every) >= 1, "intervals must be >= 1"),
-        (cfg.eval_every >= 0 and cfg.keep >= 1, "--eval-every must be >= 0, --keep >= 1"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
 
 
 def pick_device(name: str) -> torch.device:
@@ -234,13 +91,23 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 class BatchStream:
     """Batches in a reproducible order: epoch ``e`` is a permutation seeded by ``(seed, e)``;
-    ``position`` (batches consumed) is all a checkpoint needs to resume mid-epoch."""
+    ``position`` (batches consumed) is all a checkpoint needs to resume mid-epoch. Under torchrun
+    each rank reads its slice of every global batch of that one permutation, so N processes
+    train on the images, in the order, that one process would."""
 
-    def __init__(self, dataset: GanDataset, batch_size: int, seed: int, device, num_workers=0):
+    def __init__(
+        self, dataset: GanDataset, batch_size: int, seed: int, device, num_workers=0,
+        dist: Dist | None = None,
+    ):  # fmt: skip
+        self.dist = dist or Dist()
         if batch_size > len(dataset):
+            per_rank = ""
+            if self.dist.enabled:
+                shard, local = len(dataset) // self.dist.world, batch_size // self.dist.world
+                per_rank = f" (a batch of {local} per rank from a shard of {shard})"
             raise UserError(
                 f"batch size {batch_size} is larger than the dataset ({len(dataset)} training "
-                f"images in {dataset.name!r}); use --batch-size {len(dataset)} or less"
+                f"images in {dataset.name!r}){per_rank}; use --batch-size {len(dataset)} or less"
             )
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
         self.device, self.num_workers = device, num_workers
@@ -257,14 +124,14 @@ class BatchStream:
     def _batch_indices(self, epoch: int, offset: int) -> list[list[int]]:
         perm = self._permutation(epoch)[: self.batches_per_epoch * self.batch_size]
         rows = perm.view(self.batches_per_epoch, self.batch_size)[offset:]
-        return rows.tolist()
+        return self.dist.shard(rows.T).T.tolist()
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, offset = divmod(self.position, self.batches_per_epoch)
         if self.tensors is not None:
             perm = self._permutation(epoch) if self._epoch != epoch else self._perm
             self._epoch, self._perm = epoch, perm
-            idx = perm[offset * self.batch_size : (offset + 1) * self.batch_size]
+            idx = self.dist.shard(perm[offset * self.batch_size : (offset + 1) * self.batch_size])
             x, y = self.tensors[0][idx], self.tensors[1][idx]
         else:
             if self._epoch != epoch or self._iter is None:
@@ -336,16 +203,22 @@ class Trainer:
         run_dir: Path,
         eval_fn: EvalFn | None = None,
         progress: bool | None = None,
+        dist: Dist | None = None,
     ):
         self.cfg, self.model_cfg, self.dataset = cfg, model_cfg, dataset
         self.run_dir = Path(run_dir)
         self.eval_fn = eval_fn
         self.progress = progress
-        self.device = pick_device(cfg.device)
+        self.dist = d = dist or Dist()
+        self.device = (
+            distributed.device_for(d, cfg.device) if d.enabled else pick_device(cfg.device)
+        )
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         self.loss = L.get_loss(cfg.loss)
         self.augment = DiffAugment(cfg.augment, cfg.xflip)
-        self.data = BatchStream(dataset, cfg.batch_size, cfg.seed, self.device, cfg.num_workers)
+        self.data = BatchStream(
+            dataset, cfg.batch_size, cfg.seed, self.device, cfg.num_workers, dist=d
+        )
         self.total_steps = cfg.total_steps(len(dataset))
         self.kind = model_cfg.kind
         self.conditional = model_cfg.conditional
@@ -356,9 +229,18 @@ class Trainer:
         self.G = G.to(self.device, memory_format=memory_format).train()
         self.D = D.to(self.device, memory_format=memory_format).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        if d.enabled:  # BatchNorm over the global batch; G_ema (eval only) keeps plain BatchNorm
+            self.G = distributed.convert_batchnorm(self.G, self.device)
+            self.D = distributed.convert_batchnorm(self.D, self.device)
+            for module in (self.G, self.D, self.G_ema):  # the same start on every rank
+                d.broadcast_module(module)
         self.opt_G = self._adam(self.G, cfg.lr)
         self.opt_D = self._adam(self.D, cfg.lr_d or cfg.lr)
+        # One generator, the same on every rank, for the draws the step makes per sample of the
+        # global batch; DiffAugment and the gradient penalty draw from rank_gen (per rank, reseeded
+        # from (seed, rank, step) every step, so it needs no checkpoint). One process: both are one.
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.rank_gen = torch.Generator(device=self.device) if d.enabled else self.gen
         self.step = 0
         self.train_seconds = 0.0
         self.best: dict[str, Any] | None = None
@@ -395,8 +277,13 @@ class Trainer:
         logits = self.D(x, labels) if self.conditional else self.D(x)
         return logits.float()  # losses in fp32 even under bf16 autocast
 
+    def randn(self, *shape: int) -> torch.Tensor:
+        """Normal noise for this rank's slice of the global batch (``shape[0]`` = global size)."""
+        return self.dist.shard(torch.randn(shape, device=self.device, generator=self.gen))
+
     def sample_latents(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        z = torch.randn(n, self.model_cfg.latent_dim, device=self.device, generator=self.gen)
+        """z (and labels) for this rank's slice of a global batch of ``n``."""
+        z = self.randn(n, self.model_cfg.latent_dim)
         if not self.conditional:
             return z, None
         labels = torch.randint(
@@ -404,7 +291,7 @@ class Trainer:
         )
         if self.cfg.mode_seeking > 0:  # pairs (i, i + n/2) share a class: see g_step
             labels = torch.cat([labels[: n // 2], labels[: n // 2]])
-        return z, labels
+        return z, self.dist.shard(labels)
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """Training-time forward of G (StyleGAN-lite: style mixing, fresh noise, w_avg tracking)."""
@@ -413,39 +300,44 @@ class Trainer:
         return self.G(z, labels) if self.conditional else self.G(z)
 
     def _stylegan_forward(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        G, n, num_ws = self.G, z.shape[0], self.model_cfg.num_ws
+        G, num_ws, gen = self.G, self.model_cfg.num_ws, self.gen
+        n = z.shape[0] * self.dist.world  # the global batch: draws are made for it, then sliced
         w = G.mapping(z, labels)
         G.mapping.update_w_avg(w)
         ws = w[:, None, :].expand(-1, num_ws, -1)
         if self.cfg.style_mixing > 0:
             # Style-mixing regularisation: from a random layer on, use a second latent's w.
-            z2 = torch.randn(z.shape, device=self.device, generator=self.gen)
+            z2 = self.randn(n, *z.shape[1:])
             w2 = G.mapping(z2, labels)
-            cutoff = torch.randint(1, num_ws, (n,), device=self.device, generator=self.gen)
-            mix = torch.rand(n, device=self.device, generator=self.gen) < self.cfg.style_mixing
+            cutoff = torch.randint(1, num_ws, (n,), device=self.device, generator=gen)
+            mix = torch.rand(n, device=self.device, generator=gen) < self.cfg.style_mixing
+            cutoff, mix = self.dist.shard(cutoff), self.dist.shard(mix)
             cutoff = torch.where(mix, cutoff, torch.full_like(cutoff, num_ws))
             later = torch.arange(num_ws, device=self.device)[None, :] >= cutoff[:, None]
             ws = torch.where(later[:, :, None], w2[:, None, :], ws)
-        noise = G.synthesis.sample_noise(n, generator=self.gen)
+        noise = [self.dist.shard(t) for t in G.synthesis.sample_noise(n, generator=gen)]
         return G.synthesis(ws, noise)
 
     def noisy(self, x: torch.Tensor) -> torch.Tensor:
+        """Instance noise (:func:`training.losses.instance_noise`), drawn for the global batch."""
         sigma = self.cfg.instance_noise * max(0.0, 1.0 - self.step / self.total_steps)
-        return L.instance_noise(x, sigma, self.gen)
+        if sigma <= 0:
+            return x
+        return x + sigma * self.randn(x.shape[0] * self.dist.world, *x.shape[1:]).to(x.dtype)
 
     def d_input(self, x: torch.Tensor) -> torch.Tensor:
         """What D sees of an image, real or fake: augmented (DiffAugment), then instance noise."""
-        return self.noisy(self.augment(x, self.gen) if self.augment else x)
+        return self.noisy(self.augment(x, self.rank_gen) if self.augment else x)
 
     def d_penalty(self, real, labels, fake, fake_labels) -> tuple[torch.Tensor | None, str]:
         """The discriminator regulariser this run uses at this step (WGAN-GP, lazy R1 or none)."""
         if self.cfg.loss == "wgan-gp":
             # Interpolates carry the real labels (a cGAN critic needs one label per image).
-            gp = L.gradient_penalty(lambda x: self.D_call(x, labels), real, fake, self.gen)
+            gp = L.gradient_penalty(lambda x: self.D_call(x, labels), real, fake, self.rank_gen)
             return self.cfg.gp_weight * gp, "gp"
         if self.cfg.r1_gamma > 0 and self.step % self.cfg.r1_every == 0:
             # On the images D is trained on (augmented, as StyleGAN2-ADA does).
-            real = (self.augment(real, self.gen) if self.augment else real).detach()
+            real = (self.augment(real, self.rank_gen) if self.augment else real).detach()
             real = real.requires_grad_(True)
             r1 = L.r1_penalty(self.D_call(real, labels), real)
             # Lazy regularisation: applied every r1_every steps, scaled up to compensate.
@@ -461,6 +353,7 @@ class Trainer:
         penalty, name = self.d_penalty(real, labels, fake, fake_labels)
         self.opt_D.zero_grad(set_to_none=True)
         (loss_D if penalty is None else loss_D + penalty).backward()
+        self.dist.average_grads(self.D)
         self.opt_D.step()
         stats = {
             "loss_D": loss_D.detach(),
@@ -481,13 +374,18 @@ class Trainer:
             loss = loss + self.cfg.mode_seeking * L.mode_seeking(fake.float(), z)
         self.opt_G.zero_grad(set_to_none=True)
         loss.backward()
+        self.dist.average_grads(self.G)
         self.opt_G.step()
         L.requires_grad(self.D, True)
         return {"loss_G": loss_G.detach()}
 
     def train_step(self) -> dict[str, float]:
         """D on real, D on fake, step D (n_critic times); G against D, step G; update G_ema."""
-        n = self.cfg.batch_size
+        n = self.cfg.batch_size  # global; each rank generates and sees its slice
+        if self.dist.enabled:
+            self.rank_gen.manual_seed(
+                (self.cfg.seed * 1_000_003 + self.step) * 65_537 + self.dist.rank
+            )
         for i in range(self.cfg.n_critic):
             real, labels = self.data.next()
             if self.cfg.channels_last:
@@ -499,7 +397,9 @@ class Trainer:
             stats = self.d_step(real, labels, fake.detach(), fake_labels)
         stats.update(self.g_step(fake, fake_labels, z))
         self.step += 1
+        self.dist.average_buffers(self.G)
         update_ema(self.G_ema, self.G, self.ema_beta())
+        stats = self.dist.average_stats(stats)
         return {k: float(v) for k, v in stats.items()}
 
     def ema_beta(self) -> float:
@@ -543,11 +443,15 @@ class Trainer:
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.best = state.get("best")
 
-    def save(self) -> Path:
+    def save(self, wait: bool = True) -> Path:
+        """Write ``ckpt-STEP.pt`` (rank 0; the other ranks wait for it unless ``wait`` is off)."""
         self._check_finite_weights()
         path = checkpoint_path(self.run_dir, self.step)
-        save_checkpoint(path, self.state_dict())
-        prune_checkpoints(self.run_dir, self.cfg.keep)
+        if self.dist.is_main:
+            save_checkpoint(path, self.state_dict())
+            prune_checkpoints(self.run_dir, self.cfg.keep)
+        if wait:
+            self.dist.barrier()
         return path
 
     def _check_finite_weights(self) -> None:
@@ -571,6 +475,8 @@ class Trainer:
     # --- outputs ----------------------------------------------------------------------------
     @torch.no_grad()
     def write_samples(self) -> None:
+        if not self.dist.is_main:
+            return
         images = self._sample_fixed()
         viz.save_grid(
             images, self.run_dir / "samples" / f"grid-{self.step:08d}.png", self.grid_cols
@@ -595,11 +501,13 @@ class Trainer:
         return torch.cat(out).float().cpu()
 
     def log(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.run_dir / METRICS_NAME, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def evaluate(self) -> None:
-        if self.eval_fn is None:
+        if self.eval_fn is None or not self.dist.is_main:
             return
         result = self.eval_fn(self.G_ema, self.step)
         self.log({"step": self.step, "kimg": self.kimg(), "eval": result})
@@ -617,7 +525,7 @@ class Trainer:
     def _truncate_metrics(self) -> None:
         """After a resume, drop records logged after the checkpoint (they will be redone)."""
         p = self.run_dir / METRICS_NAME
-        if not p.is_file():
+        if not p.is_file() or not self.dist.is_main:
             return
         keep = []
         for line in p.read_text().splitlines():
@@ -637,7 +545,7 @@ class Trainer:
 
         end = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
         tty = sys.stderr.isatty()
-        show = tty if self.progress is None else self.progress
+        show = (tty if self.progress is None else self.progress) and self.dist.is_main
         bar = tqdm(
             total=self.total_steps,
             initial=self.step,
@@ -678,8 +586,8 @@ class Trainer:
                     sums, count, t_log = {}, 0, now
                 if self.step % self.cfg.sample_every == 0 or self.step == self.total_steps:
                     self.write_samples()
-                    if not show:
-                        print(self._status_line(), file=sys.stderr, flush=True)
+                    if not show and self.dist.is_main:
+                        log.info(self._status_line())
                 if self.cfg.eval_every and (
                     self.step % self.cfg.eval_every == 0 or self.step == self.total_steps
                 ):
@@ -689,17 +597,32 @@ class Trainer:
         except KeyboardInterrupt:
             bar.close()
             if self.step > 0:
-                last_ckpt = self.save()
-                print(
-                    f"interrupted at step {self.step}; saved {last_ckpt} (continue with --resume)",
-                    file=sys.stderr,
-                )
+                last_ckpt = self.save(wait=False)  # the other ranks are being interrupted too
+                if self.dist.is_main:
+                    log.warning(
+                        "interrupted at step %d; saved %s (continue with --resume)",
+                        self.step, last_ckpt,
+                    )  # fmt: skip
             raise
+        except RuntimeError as e:
+            if not (self.dist.enabled and distributed.is_peer_failure(e)):
+                raise
+            raise distributed.PeerLost(self._peer_lost(e)) from None
         finally:
             bar.close()
-        if self.step >= self.total_steps:
+        if self.step >= self.total_steps and self.dist.is_main:
             self.write_final_figures()
+        self.dist.barrier()
         return TrainResult(self.run_dir, self.step, self.total_steps, last_ckpt, self.best)
+
+    def _peer_lost(self, e: RuntimeError) -> str:
+        ckpts = sorted((self.run_dir / CKPT_DIR).glob("ckpt-*.pt"))
+        resume = f"continue from {str(ckpts[-1])!r} with --resume" if ckpts else "no checkpoint yet"
+        return (
+            f"rank {self.dist.rank}/{self.dist.world} lost contact with another process of this "
+            f"run at step {self.step} ({str(e).splitlines()[0][:160]}); the run stops (torchrun's "
+            f"summary names the rank that failed); {resume}"
+        )
 
     def _status_line(self) -> str:
         parts = [f"step {self.step}/{self.total_steps}", f"kimg {self.kimg():.1f}"]
@@ -717,11 +640,12 @@ class Trainer:
 
 
 def prepare_run(
-    cfg: TrainConfig, model_kwargs: dict[str, Any], out: Path
+    cfg: TrainConfig, model_kwargs: dict[str, Any], out: Path, dist: Dist | None = None
 ) -> tuple[ModelConfig, GanDataset]:
     """Validate a new run (output folder, dataset, model shape) before anything is written."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    # Rank 0 owns the folder (the others would see it appear while it writes config.json).
+    if (dist or Dist()).is_main and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(
             f"output directory {str(out)!r} already exists and is not empty; "
             "pass --resume to continue that run or choose another --out"
@@ -751,52 +675,79 @@ def train(
     """Train (or resume) a run in ``out`` from user options (None values = not given).
 
     ``eval_fn(G_ema, step) -> dict`` runs every ``eval_every`` steps (best.pt by its
-    "fd_classifier"); or ``make_eval_fn(cfg)`` builds it once the run's config is known."""
-    out = Path(out)
-    if resume:
-        saved = read_run_config(out) if (out / CONFIG_NAME).is_file() else None
-        if saved is None:
-            raise UserError(f"--resume: {str(out)!r} is not a run directory (no {CONFIG_NAME})")
-        cfg = TrainConfig.from_dict(saved["train"])
-        given = {k: v for k, v in options.items() if v is not None}
-        model_d = saved["model"]
-        conflicts = []
-        for k, v in given.items():
-            current = getattr(cfg, k) if hasattr(cfg, k) else model_d.get(k)
-            if k not in RESUMABLE_OVERRIDES and current != v:
-                conflicts.append(f"--{k.replace('_', '-')} {v} (run has {current})")
-        if conflicts:
-            raise UserError(
-                "cannot change these settings when resuming "
-                f"{str(out)!r}: {', '.join(conflicts)}; start a new run with another --out"
-            )
-        for k in RESUMABLE_OVERRIDES & set(given):
-            setattr(cfg, k, given[k])
-        if "kimg" in given and "epochs" not in given:
-            cfg.epochs = None
-        validate_train_config(cfg)
-        model_cfg = ModelConfig.from_dict(model_d)
-        dataset = load_dataset(cfg.dataset, cfg.resolution, "train", cfg.data_root)
-        if eval_fn is None and make_eval_fn is not None:
-            eval_fn = make_eval_fn(cfg)
-        trainer = Trainer(cfg, model_cfg, dataset, out, eval_fn, progress)
-        ckpt = latest_checkpoint(out)
-        trainer.load_state_dict(load_checkpoint(ckpt), ckpt)
-        trainer._truncate_metrics()
-        write_json_atomic(out / CONFIG_NAME, {**saved, "train": cfg.to_dict()})
-        return trainer.fit(stop_at)
+    "fd_classifier"); or ``make_eval_fn(cfg)`` builds it once the run's config is known.
+    Under torchrun every rank calls this; ``--batch-size`` is the global batch."""
+    d = distributed.env_world()
+    try:
+        if resume:
+            return _resume(d, options, Path(out), eval_fn, progress, stop_at, make_eval_fn)
+        return _new_run(d, options, Path(out), eval_fn, progress, stop_at, make_eval_fn)
+    finally:
+        distributed.shutdown(d)
 
-    cfg, model_kwargs = resolve_options(options)
-    model_cfg, dataset = prepare_run(cfg, model_kwargs, out)
-    if eval_fn is None and make_eval_fn is not None:
+
+def _start(d: Dist, cfg: TrainConfig) -> None:
+    """Refuse set-ups that cannot work, then join the process group (torchrun only)."""
+    distributed.check_setup(d, cfg.batch_size, cfg.device)
+    distributed.init(d, distributed.device_for(d, cfg.device) if d.enabled else torch.device("cpu"))
+
+
+def _resume(d, options, out, eval_fn, progress, stop_at, make_eval_fn) -> TrainResult:
+    # Every rank reads the run directory (multi-node: it must be on a shared filesystem).
+    saved = read_run_config(out) if (out / CONFIG_NAME).is_file() else None
+    if saved is None:
+        raise UserError(f"--resume: {str(out)!r} is not a run directory (no {CONFIG_NAME})")
+    cfg = TrainConfig.from_dict(saved["train"])
+    given = {k: v for k, v in options.items() if v is not None}
+    model_d = saved["model"]
+    conflicts = []
+    for k, v in given.items():
+        current = getattr(cfg, k) if hasattr(cfg, k) else model_d.get(k)
+        if k not in RESUMABLE_OVERRIDES and current != v:
+            conflicts.append(f"--{k.replace('_', '-')} {v} (run has {current})")
+    if conflicts:
+        raise UserError(
+            "cannot change these settings when resuming "
+            f"{str(out)!r}: {', '.join(conflicts)}; start a new run with another --out"
+        )
+    for k in RESUMABLE_OVERRIDES & set(given):
+        setattr(cfg, k, given[k])
+    if "kimg" in given and "epochs" not in given:
+        cfg.epochs = None
+    validate_train_config(cfg, d.world)
+    _start(d, cfg)
+    model_cfg = ModelConfig.from_dict(model_d)
+    dataset = load_dataset(cfg.dataset, cfg.resolution, "train", cfg.data_root)
+    if eval_fn is None and make_eval_fn is not None and d.is_main:
         eval_fn = make_eval_fn(cfg)
-    trainer = Trainer(cfg, model_cfg, dataset, out, eval_fn, progress)  # validates data vs batch
+    trainer = Trainer(cfg, model_cfg, dataset, out, eval_fn, progress, dist=d)
+    ckpt = latest_checkpoint(out)
+    trainer.load_state_dict(load_checkpoint(ckpt), ckpt)
+    d.barrier()  # every rank has read the checkpoint before rank 0 writes anything
+    trainer._truncate_metrics()
+    if d.is_main:
+        config = {**saved, "train": cfg.to_dict(), "distributed": d.describe()}
+        write_json_atomic(out / CONFIG_NAME, config)
+    return trainer.fit(stop_at)
+
+
+def _new_run(d, options, out, eval_fn, progress, stop_at, make_eval_fn) -> TrainResult:
+    cfg, model_kwargs = resolve_options(options, d.world)
+    _start(d, cfg)
+    model_cfg, dataset = prepare_run(cfg, model_kwargs, out, d)
+    if eval_fn is None and make_eval_fn is not None and d.is_main:
+        eval_fn = make_eval_fn(cfg)
+    trainer = Trainer(cfg, model_cfg, dataset, out, eval_fn, progress, dist=d)  # data vs batch
+    d.barrier()  # every rank is set up before rank 0 creates the run directory
+    if not d.is_main:
+        return trainer.fit(stop_at)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     config = {
         "model": model_cfg.to_dict(),
         "train": cfg.to_dict(),
         "dataset": dataset.describe(),
+        "distributed": d.describe(),
         "versions": versions(),
     }
     try:
