@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gancore.cliutil import add_common_args, configure_logging
 from training.errors import UserError
 
 EPILOG = """\
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--num-workers", type=int, help="DataLoader workers for on-disk datasets (default 0)")
     a("--progress", action=argparse.BooleanOptionalAction, default=None,
       help="progress bar (default: only when stderr is a terminal)")  # fmt: skip
+    add_common_args(p)
     return p
 
 
@@ -101,7 +103,9 @@ def online_fd(cfg):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args)
     options = vars(args)
+    options.pop("verbose"), options.pop("quiet")
     out, resume, progress = options.pop("out"), options.pop("resume"), options.pop("progress")
     try:
         from training.trainer import train
