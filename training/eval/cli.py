@@ -244,6 +244,7 @@ def cmd_import_stats(args) -> dict[str, Any]:
         resolution=args.resolution if args.dataset else None,
         split=args.split if args.dataset else None,
     )
+    log.debug(f"read mu {ref.mu.shape} and sigma {ref.sigma.shape} from {args.file}")
     ref.save(out)
     log.info(
         f"imported {args.file} ({ref.extractor['id']}, d = {len(ref.mu)}) -> {out}; it holds "
