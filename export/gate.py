@@ -141,7 +141,11 @@ def evaluate_rules(
     out = []
     for name, value, op, thr, why in table:
         if value is None:
-            passed, text = False, f"{name} not measured (the reference has no stored features?)"
+            # A ">= 0" rule asks for nothing: it is how a reference without stored features
+            # (imported mu and sigma) gates on the distance alone.
+            passed = op == ">=" and thr == 0
+            text = f"{name} not measured (the reference has no stored features?)"
+            text += "; rule off (0)" if passed else ""
         else:
             passed = value <= thr if op == "<=" else value >= thr
             text = f"{name} {value:.4g} {op if passed else _negate(op)} {thr:.4g}"
@@ -336,6 +340,13 @@ def preflight(
         ST.check_compatible(extractor.describe(), ref.extractor)
     except UserError as e:
         raise ExportError(str(e)) from None
+    if ref.features is None and (rules.min_precision > 0 or rules.min_recall > 0):
+        raise ExportError(
+            f"reference {str(ref_path)!r} holds only mu and sigma (no stored features, e.g. "
+            "statistics imported with `gan-eval import-stats`), so precision and recall cannot "
+            "be measured against it: pass --min-precision 0 --min-recall 0 to gate on the "
+            "distance alone, or make the reference with `gan-eval stats`"
+        )
     if rules.max_fd is None and not ref.dataset:
         raise ExportError(
             f"reference {str(ref_path)!r} records no dataset, so the real-vs-real floor behind "

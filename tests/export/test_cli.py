@@ -235,3 +235,58 @@ def test_gate_reads_the_floor_dataset_from_data_root(tiny_runs, tmp_path, monkey
     assert str(home / ".cache" / "ganforge" / "data") in err and "--data-root DIR" in err
     _expect_error(export_main, [run, "--out", tmp_path / "c", "--data-root", data], capfd,
                   "--data-root is a gate option")  # fmt: skip
+
+
+def test_gate_against_imported_inception_stats(tiny_bundles, tmp_path, monkeypatch, capfd):
+    """Published (mu, sigma) statistics: the gate refuses the precision/recall rules it cannot
+    measure, and gates on FID alone when they are set to 0. The FID Inception here has random
+    weights made by the test (the real file cannot be fetched), its sha256 patched in."""
+    import numpy as np
+    import torch
+
+    from training.datasets import load_dataset
+    from training.eval import inception
+    from training.eval.classifier import sha256_file
+    from training.eval.cli import main as eval_main
+    from training.eval.score import dataset_images, subset_indices
+
+    weights = tmp_path / "torch" / "hub" / "checkpoints" / inception.WEIGHTS_NAME
+    weights.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(inception.build_fid_inception().state_dict(), weights)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(inception, "WEIGHTS_SHA256", sha256_file(weights))
+    # The gate generates in chunks of 500; 299x299 Inception on 500 images is minutes on a CPU.
+    from export import gate as gate_mod
+
+    monkeypatch.setattr(gate_mod, "CHUNK", 8)
+    with one_torch_thread():
+        ext = inception.InceptionExtractor()
+        ds = load_dataset("digits", TINY_RES, "heldout")
+        x = np.concatenate([b for b, _ in dataset_images(ds, subset_indices(len(ds), 16))])
+        f = ext.features(x).astype(np.float64)
+    published = tmp_path / "fid_stats_digits.npz"
+    np.savez(published, mu=f.mean(0), sigma=np.cov(f, rowvar=False))
+    ref = tmp_path / "digits-inception.npz"
+    rc = eval_main(["import-stats", str(published), "--extractor", "inception", "--out", str(ref),
+                    "--dataset", "digits", "--resolution", str(TINY_RES), "--split", "heldout"])  # fmt: skip
+    cap = capfd.readouterr()
+    assert rc == 0, cap.err
+    assert json.loads(cap.out)["source"]["file"] == str(published.resolve())
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundles["dcgan"], bundle)
+    gate = ["gate", str(bundle), "--ref", str(ref), "-n", "8", "--no-filters", "-q"]
+    _expect_error(export_main, gate, capfd, "pass --min-precision 0 --min-recall 0")
+    with one_torch_thread():
+        rc = export_main([*gate, "--min-precision", "0", "--min-recall", "0",
+                          "--max-fd-ratio", "1000"])  # fmt: skip
+    cap = capfd.readouterr()
+    assert rc == 0, cap.out + cap.err
+    g = json.loads((bundle / "gate.json").read_text())
+    assert g["verdict"] == "passed" and g["metric"] == "FID"
+    rules = {r["rule"]: r for r in g["rules"]}
+    assert rules["fd"]["passed"] and rules["fd"]["value"] > 0
+    for name in ("precision", "recall"):
+        assert rules[name]["value"] is None and rules[name]["passed"]
+        assert rules[name]["text"].endswith("rule off (0)")
+    assert g["real_floor"]["split"] == "train" and g["real_floor"]["n"] == 8
