@@ -138,19 +138,20 @@ def weights_url() -> str:
 def download_weights(
     dest: str | Path | None = None,
     url: str | None = None,
-    expected_sha256: str = WEIGHTS_SHA256,
+    expected_sha256: str | None = None,
     progress: bool | None = None,
     timeout: float = DOWNLOAD_TIMEOUT_S,
 ) -> Path:
     """Download the weights file to ``dest`` (default: ``$TORCH_HOME/hub/checkpoints/``).
 
     The bytes go to a temporary name next to ``dest`` and are hashed on the way; only a file with
-    ``expected_sha256`` is renamed into place. Any failure removes the temporary file and raises
+    ``expected_sha256`` (default: the published file's) is renamed into place. Any failure removes the temporary file and raises
     :class:`ExtractorError` naming the URL and the folder. ``progress`` None: a progress bar when
     this module logs at INFO (the CLIs without ``-q``).
     """
     dest = Path(dest) if dest else default_weights_path()
     url = url or weights_url()
+    expected_sha256 = expected_sha256 or WEIGHTS_SHA256
     folder = dest.parent
     if progress is None:
         progress = log.isEnabledFor(logging.INFO)
