@@ -5,6 +5,8 @@
     gan-export push bundles/NAME          # import a passing bundle into the BentoML store
     gan-export list                       # bundles in the BentoML store
 
+Results (what was written, the gate's verdict) go to stdout; progress is logged to stderr
+(``-v`` more, ``-q`` only warnings and errors).
 Exit status: 0 done (gate passed), 1 the gate failed (bundle kept, not deployable), 2 bad input.
 """
 
@@ -12,13 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
 from export.errors import ExportError
+from gancore.cliutil import add_common_args, configure_logging, progress_enabled
 from training.errors import UserError
 
 COMMANDS = ("gate", "push", "list")
+log = logging.getLogger(__name__)
 
 
 def _positive_int(text: str) -> int:
@@ -72,6 +77,11 @@ def _gate_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--no-filters", action="store_true", help="skip the top-k / DRS variants")
     g.add_argument("--classifier", help="classifier weights for the FD (default: the ref's)")
+    g.add_argument(
+        "--data-root",
+        help="where torchvision datasets live (the real-vs-real floor reads the reference's "
+        "dataset from there; as gan-train --data-root)",
+    )
     g.add_argument("--kid-subsets", type=int, default=20, help=argparse.SUPPRESS)
     g.add_argument(
         "--to-bentoml", action="store_true", help="import into the BentoML store if passed"
@@ -97,27 +107,25 @@ def export_parser() -> argparse.ArgumentParser:
         help="generated samples scored to calibrate the quality filters (default 10000)",
     )
     p.add_argument("--gate", action="store_true", help="run the FID gate after exporting")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    add_common_args(p)
     _gate_options(p)
     return p
 
 
 def command_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gan-export")
+    add_common_args(p)
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("gate", help="run the FID gate on a bundle and write gate.json")
     g.add_argument("bundle")
-    g.add_argument("-q", "--quiet", action="store_true")
     _gate_options(g)
     s = sub.add_parser("push", help="import a passing bundle into the BentoML model store")
     s.add_argument("bundle")
     s.add_argument("--name", help="model name in the store (default: the bundle name)")
     sub.add_parser("list", help="ganforge bundles in the BentoML model store")
+    for sp in sub.choices.values():
+        add_common_args(sp, nested=True)
     return p
-
-
-def _say(quiet: bool):
-    return (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
 def _rules(args):
@@ -126,7 +134,7 @@ def _rules(args):
     return GateRules.make(**{k: getattr(args, k) for k in GATE_RULE_FLAGS})
 
 
-def _gate(bundle: Path, args, say) -> int:
+def _gate(bundle: Path, args) -> int:
     from export.gate import run_gate
 
     gate = run_gate(
@@ -137,8 +145,9 @@ def _gate(bundle: Path, args, say) -> int:
         with_filters=not args.no_filters,
         kid_subsets=args.kid_subsets,
         classifier=args.classifier,
-        progress=say,
-        progress_bar=not args.quiet,
+        progress=log.info,
+        progress_bar=progress_enabled(args),
+        data_root=args.data_root,
     )
     print(f"gate {gate['verdict']}: {bundle.name}, N={gate['n']}, {gate['metric']}")
     for r in gate["rules"]:
@@ -153,10 +162,9 @@ def _gate(bundle: Path, args, say) -> int:
         )
     print(f"  report: {bundle / gate['report']}")
     if gate["verdict"] != "passed":
-        print(
+        log.error(
             f"error: the gate failed ({', '.join(gate['failed_rules'])}): {bundle} is not "
-            f"deployable (see {bundle / 'gate.json'} and {bundle / gate['report']})",
-            file=sys.stderr,
+            f"deployable (see {bundle / 'gate.json'} and {bundle / gate['report']})"
         )
         return 1
     if args.to_bentoml:
@@ -170,7 +178,7 @@ def _check_gate_request(args) -> None:
     if args.to_bentoml and not args.gate:
         raise ExportError("--to-bentoml needs --gate (only a passing bundle can be imported)")
     if not args.gate:
-        for opt in ("ref", *GATE_RULE_FLAGS):
+        for opt in ("ref", "data_root", *GATE_RULE_FLAGS):
             if getattr(args, opt) is not None:
                 flag = "--" + opt.replace("_", "-")
                 raise ExportError(f"{flag} is a gate option: add --gate to run the gate")
@@ -179,7 +187,6 @@ def _check_gate_request(args) -> None:
 def run_export(args) -> int:
     from export.exporter import export_run, parse_formats
 
-    say = _say(args.quiet)
     formats = parse_formats(args.formats)
     _check_gate_request(args)
     if args.gate:
@@ -197,6 +204,7 @@ def run_export(args) -> int:
             _rules(args),
             args.num,
             classifier=args.classifier,
+            data_root=args.data_root,
         )
     out = export_run(
         args.run,
@@ -206,7 +214,7 @@ def run_export(args) -> int:
         name=args.name,
         calibration_n=args.calibration_n,
         overwrite=args.overwrite,
-        progress=say,
+        progress=log.info,
     )
     m = json.loads((out / "manifest.json").read_text())
     print(
@@ -214,7 +222,7 @@ def run_export(args) -> int:
         f"{m['parity']['max_abs_diff']:.2g} at batches 1/7/64)"
     )
     if args.gate:
-        return _gate(out, args, say)
+        return _gate(out, args)
     return 0
 
 
@@ -223,7 +231,7 @@ def run_command(args) -> int:
         if args.ref is None:
             raise ExportError("gate needs --ref REF.npz (reference statistics from gan-eval stats)")
         _rules(args)  # bad thresholds: exit 2 before the bundle is opened
-        return _gate(Path(args.bundle), args, _say(args.quiet))
+        return _gate(Path(args.bundle), args)
     if args.command == "push":
         from export.store import push
 
@@ -247,10 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     is_command = bool(argv) and argv[0] in COMMANDS
     parser = command_parser() if is_command else export_parser()
     args = parser.parse_args(argv)
+    configure_logging(args)
     try:
         return run_command(args) if is_command else run_export(args)
     except (ExportError, UserError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        log.error(f"error: {e}")
         return 2
     except KeyboardInterrupt:
         return 130

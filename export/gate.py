@@ -141,7 +141,11 @@ def evaluate_rules(
     out = []
     for name, value, op, thr, why in table:
         if value is None:
-            passed, text = False, f"{name} not measured (the reference has no stored features?)"
+            # A ">= 0" rule asks for nothing: it is how a reference without stored features
+            # (imported mu and sigma) gates on the distance alone.
+            passed = op == ">=" and thr == 0
+            text = f"{name} not measured (the reference has no stored features?)"
+            text += "; rule off (0)" if passed else ""
         else:
             passed = value <= thr if op == "<=" else value >= thr
             text = f"{name} {value:.4g} {op if passed else _negate(op)} {thr:.4g}"
@@ -285,16 +289,19 @@ def _summary(res: dict[str, Any], rules: list[dict[str, Any]]) -> dict[str, Any]
     return out
 
 
-def real_floor(S, ref, extractor, n: int) -> dict[str, Any]:
-    """FD of real train-split images against the reference: the best a generator could score."""
+def real_floor(S, ref, extractor, n: int, data_root: str | None = None) -> dict[str, Any]:
+    """FD of real images of the split the reference was not made from (train for a held-out
+    reference) against it: the best a generator could score. ``data_root``: where torchvision
+    datasets live (as ``gan-train --data-root``)."""
     from training.datasets import load_dataset
     from training.eval.fid import frechet_distance
 
-    ds = load_dataset(ref.dataset, ref.resolution, "train")
-    idx = S.subset_indices(len(ds), min(n, len(ds)), seed=0, what="train split")
+    split = "heldout" if ref.split == "train" else "train"
+    ds = load_dataset(ref.dataset, ref.resolution, split, data_root=data_root)
+    idx = S.subset_indices(len(ds), min(n, len(ds)), seed=0, what=f"{split} split")
     # Only the distance is needed (not KID or precision/recall): 1/3 of a full score's cost.
     st, _, _ = S.compute_stats(extractor, (x for x, _ in S.dataset_images(ds, idx)), keep=0)
-    return {"fd": frechet_distance(st.mu, st.sigma, ref.mu, ref.sigma), "n": st.n, "split": "train"}
+    return {"fd": frechet_distance(st.mu, st.sigma, ref.mu, ref.sigma), "n": st.n, "split": split}
 
 
 def preflight(
@@ -305,6 +312,7 @@ def preflight(
     n: int,
     extractor=None,
     classifier: str | Path | None = None,
+    data_root: str | None = None,
 ):
     """Check the gate's arguments and reference before any work: (score module, ref, extractor)."""
     rules.check()
@@ -324,13 +332,27 @@ def preflight(
         if extractor is None:
             if classifier is not None:
                 extractor = S.get_extractor(
-                    "classifier", dataset=ref.dataset, classifier_path=classifier
-                )
+                    "classifier", dataset=ref.dataset, classifier_path=classifier,
+                    data_root=data_root,
+                )  # fmt: skip
             else:
-                extractor = S.extractor_for_ref(ref)
+                extractor = S.extractor_for_ref(ref, data_root=data_root)
         ST.check_compatible(extractor.describe(), ref.extractor)
     except UserError as e:
         raise ExportError(str(e)) from None
+    if ref.features is None and (rules.min_precision > 0 or rules.min_recall > 0):
+        raise ExportError(
+            f"reference {str(ref_path)!r} holds only mu and sigma (no stored features, e.g. "
+            "statistics imported with `gan-eval import-stats`), so precision and recall cannot "
+            "be measured against it: pass --min-precision 0 --min-recall 0 to gate on the "
+            "distance alone, or make the reference with `gan-eval stats`"
+        )
+    if rules.max_fd is None and not ref.dataset:
+        raise ExportError(
+            f"reference {str(ref_path)!r} records no dataset, so the real-vs-real floor behind "
+            "--max-fd-ratio cannot be measured: pass --max-fd X, or import the statistics with "
+            "`gan-eval import-stats ... --dataset D --resolution R`"
+        )
     return S, ref, extractor
 
 
@@ -470,11 +492,13 @@ def run_gate(
     max_fd_ratio: float | None = None,
     backend: str = "onnx",
     device: str = "auto",
+    data_root: str | None = None,
 ) -> dict[str, Any]:
     """Run the gate on a bundle folder; write the report, its grids and ``gate.json`` (each
     atomically, gate.json last). ``filter_n``: images scored per filter (default N/2).
     ``max_fd`` / ``max_fd_ratio``: shorthand for the default rules with that distance rule.
     ``backend`` / ``device``: the graphs to gate (those the server will run).
+    ``data_root``: where the floor's (and a missing classifier's) torchvision dataset lives.
     Returns gate.json's dict."""
     say = progress or (lambda msg: None)
     if max_fd is not None or max_fd_ratio is not None:
@@ -487,13 +511,15 @@ def run_gate(
     bundle_path = Path(bundle_path)
     b = bundle_mod.load(bundle_path, backend=backend, device=device, require_gate=False)
     ds = (b.manifest.get("dataset") or {}).get("dataset")
-    S, ref, extractor = preflight(ref_path, ds, b.resolution, rules, n, extractor, classifier)
+    S, ref, extractor = preflight(
+        ref_path, ds, b.resolution, rules, n, extractor, classifier, data_root=data_root
+    )
     cost: dict[str, float] = {}
     floor = None
     if rules.max_fd is None:
         say("gate: measuring the real-vs-real floor")
         t = time.perf_counter()
-        floor = real_floor(S, ref, extractor, n)
+        floor = real_floor(S, ref, extractor, n, data_root=data_root)
         cost["floor"] = time.perf_counter() - t
     cal = (b.filters or {}).get("drs")
     if with_filters and not cal:

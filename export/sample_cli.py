@@ -10,11 +10,15 @@ The images are the ones the server returns for the same request (same sampling m
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from export import images, sampling
 from export.errors import ExportError
+from gancore.cliutil import add_common_args, configure_logging
+
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--device", default="auto", help="auto | cpu | cuda")
     a("--threads", type=int, help="ONNX Runtime intra-op threads")
     a("--require-gate", action="store_true", help="refuse a bundle without a passing gate")
+    add_common_args(p)
     return p
 
 
@@ -124,14 +129,15 @@ def run(args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args)
     try:
         print(run(args))
         return 0
     except ExportError as e:
-        print(f"error: {e}", file=sys.stderr)
+        log.error(f"error: {e}")
         return 2
     except OSError as e:
-        print(f"error: cannot write output: {e}", file=sys.stderr)
+        log.error(f"error: cannot write output: {e}")
         return 2
     except KeyboardInterrupt:
         return 130

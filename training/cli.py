@@ -10,10 +10,10 @@ User mistakes print ``error: ...`` on stderr and exit with status 2, without a t
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
+from gancore.cliutil import add_common_args, configure_logging
 from training.distributed import PeerLost
 from training.errors import UserError
 from training.train_config import describe_default
@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--num-workers", type=int, help=_d("DataLoader workers for on-disk datasets", "num_workers"))
     a("--progress", action=argparse.BooleanOptionalAction, default=None,
       help="progress bar (default: only when stderr is a terminal)")  # fmt: skip
+    add_common_args(p)
     return p
 
 
@@ -121,8 +122,9 @@ def online_fd(cfg):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging(args)
     options = vars(args)
+    options.pop("verbose"), options.pop("quiet")
     out, resume, progress = options.pop("out"), options.pop("resume"), options.pop("progress")
     try:
         from training.trainer import train

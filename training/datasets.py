@@ -152,6 +152,17 @@ def _load_torchvision(name: str, resolution: int, split: str, data_root: str | N
     return GanDataset(name, split, resolution, channels, list(base.classes), base=base)
 
 
+def _flat_image_folder(root: str):
+    """PATH/*.png without class subfolders: an ImageFolder with one unnamed class."""
+    import torchvision
+
+    class FlatImageFolder(torchvision.datasets.ImageFolder):
+        def find_classes(self, directory):
+            return [""], {"": 0}
+
+    return FlatImageFolder(root)
+
+
 def _load_folder(path: str, resolution: int, split: str, channels: int | None) -> GanDataset:
     import torchvision
 
@@ -159,10 +170,13 @@ def _load_folder(path: str, resolution: int, split: str, channels: int | None) -
     if not root.is_dir():
         raise UserError(f"image folder {str(root)!r} does not exist or is not a directory")
     try:
-        base = torchvision.datasets.ImageFolder(str(root))
+        try:
+            base = torchvision.datasets.ImageFolder(str(root))
+        except FileNotFoundError:  # no class subfolders: the images lie in PATH, unlabelled
+            base = _flat_image_folder(str(root))
     except (FileNotFoundError, RuntimeError) as e:
         raise UserError(
-            f"image folder {str(root)!r} has no readable images ({e}); expected PATH/CLASS/*.png|jpg"
+            f"image folder {str(root)!r} has no readable images ({e}); expected PATH/*.png|jpg or PATH/CLASS/*.png|jpg"
         ) from None
     if len(base) == 0:
         raise UserError(f"image folder {str(root)!r} contains no images")

@@ -163,3 +163,130 @@ def test_gan_sample_console_script_does_not_import_torch(tiny_bundles, tmp_path)
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / "g.png").is_file()
+
+
+def _write_mnist(root: Path, n_train: int = 40, n_test: int = 20) -> None:
+    """A tiny MNIST in torchvision's raw format (idx files), so the test needs no download."""
+    import numpy as np
+
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        imgs = np.zeros((n, 28, 28), np.uint8)
+        for i, y in enumerate(labels):  # a bright bar whose place is the class, plus noise
+            imgs[i, 2 + 2 * y : 6 + 2 * y, 4:24] = 220
+            imgs[i] += rng.integers(0, 30, (28, 28), dtype=np.uint8)
+        head = np.array([0x803, n, 28, 28], ">i4").tobytes()
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(head + imgs.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            np.array([0x801, n], ">i4").tobytes() + labels.tobytes()
+        )
+
+
+def test_gate_reads_the_floor_dataset_from_data_root(tiny_runs, tmp_path, monkeypatch, capfd):
+    """A user's MNIST outside the default root: gan-eval stats, gan-export --gate and
+    gan-export gate all find it with --data-root; without it the floor cannot be measured."""
+    from training.eval.cli import main as eval_main
+
+    data = tmp_path / "my-data"
+    _write_mnist(data)
+    home = tmp_path / "home"  # default data root ~/.cache/ganforge/data: empty here
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GANFORGE_HOME", str(home / "ganforge"))
+    ref = tmp_path / "mnist.npz"
+    run = tmp_path / "run-mnist"  # the tiny digits run, relabelled as trained on MNIST
+    shutil.copytree(tiny_runs["dcgan"], run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["dataset"]["dataset"] = "mnist"
+    (run / "config.json").write_text(json.dumps(cfg))
+    with one_torch_thread():
+        rc = eval_main(["stats", "--dataset", "mnist", "--data-root", str(data), "--resolution",
+                        str(TINY_RES), "--split", "heldout", "--out", str(ref)])  # fmt: skip
+        assert rc == 0, capfd.readouterr().err
+        bundle = tmp_path / "b"
+        gate = ["--ref", str(ref), "-n", "16", "--no-filters", "--max-fd-ratio", "1000",
+                "--min-precision", "0.01", "--min-recall", "0.01"]  # fmt: skip
+        rc = export_main([str(run), "--out", str(bundle), "--formats", "onnx", "--calibration-n",
+                          "100", "--gate", "--data-root", str(data), *gate])  # fmt: skip
+        cap = capfd.readouterr()
+        assert rc in (0, 1), cap.err
+        assert "gate: measuring the real-vs-real floor" in cap.err  # progress is logged
+        floor = json.loads((bundle / "gate.json").read_text())["real_floor"]
+        assert floor["n"] == 16 and floor["split"] == "train" and floor["fd"] > 0
+        # The same bundle, gated again with -q: the same floor; no progress on stderr.
+        rc = export_main(["gate", str(bundle), "-q", "--data-root", str(data), *gate])
+        cap = capfd.readouterr()
+        assert rc in (0, 1) and "gate: " not in cap.err and "gate " in cap.out
+        assert json.loads((bundle / "gate.json").read_text())["real_floor"] == floor
+        # Default root: no MNIST there, and (deterministically) no network to fetch it.
+        import urllib.error
+        import urllib.request
+
+        def offline(*a, **k):
+            raise urllib.error.URLError("offline (test)")
+
+        monkeypatch.setattr(urllib.request, "urlopen", offline)
+        rc = export_main(["gate", str(bundle), *gate])
+    err = capfd.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: dataset 'mnist' is not under ")
+    assert str(home / ".cache" / "ganforge" / "data") in err and "--data-root DIR" in err
+    _expect_error(export_main, [run, "--out", tmp_path / "c", "--data-root", data], capfd,
+                  "--data-root is a gate option")  # fmt: skip
+
+
+def test_gate_against_imported_inception_stats(tiny_bundles, tmp_path, monkeypatch, capfd):
+    """Published (mu, sigma) statistics: the gate refuses the precision/recall rules it cannot
+    measure, and gates on FID alone when they are set to 0. The FID Inception here has random
+    weights made by the test (the real file cannot be fetched), its sha256 patched in."""
+    import numpy as np
+    import torch
+
+    from training.datasets import load_dataset
+    from training.eval import inception
+    from training.eval.classifier import sha256_file
+    from training.eval.cli import main as eval_main
+    from training.eval.score import dataset_images, subset_indices
+
+    weights = tmp_path / "torch" / "hub" / "checkpoints" / inception.WEIGHTS_NAME
+    weights.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(inception.build_fid_inception().state_dict(), weights)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(inception, "WEIGHTS_SHA256", sha256_file(weights))
+    # The gate generates in chunks of 500; 299x299 Inception on 500 images is minutes on a CPU.
+    from export import gate as gate_mod
+
+    monkeypatch.setattr(gate_mod, "CHUNK", 8)
+    with one_torch_thread():
+        ext = inception.InceptionExtractor()
+        ds = load_dataset("digits", TINY_RES, "heldout")
+        x = np.concatenate([b for b, _ in dataset_images(ds, subset_indices(len(ds), 16))])
+        f = ext.features(x).astype(np.float64)
+    published = tmp_path / "fid_stats_digits.npz"
+    np.savez(published, mu=f.mean(0), sigma=np.cov(f, rowvar=False))
+    ref = tmp_path / "digits-inception.npz"
+    rc = eval_main(["import-stats", str(published), "--extractor", "inception", "--out", str(ref),
+                    "--dataset", "digits", "--resolution", str(TINY_RES), "--split", "heldout"])  # fmt: skip
+    cap = capfd.readouterr()
+    assert rc == 0, cap.err
+    assert json.loads(cap.out)["source"]["file"] == str(published.resolve())
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundles["dcgan"], bundle)
+    gate = ["gate", str(bundle), "--ref", str(ref), "-n", "8", "--no-filters", "-q"]
+    _expect_error(export_main, gate, capfd, "pass --min-precision 0 --min-recall 0")
+    with one_torch_thread():
+        rc = export_main([*gate, "--min-precision", "0", "--min-recall", "0",
+                          "--max-fd-ratio", "1000"])  # fmt: skip
+    cap = capfd.readouterr()
+    assert rc == 0, cap.out + cap.err
+    g = json.loads((bundle / "gate.json").read_text())
+    assert g["verdict"] == "passed" and g["metric"] == "FID"
+    rules = {r["rule"]: r for r in g["rules"]}
+    assert rules["fd"]["passed"] and rules["fd"]["value"] > 0
+    for name in ("precision", "recall"):
+        assert rules[name]["value"] is None and rules[name]["passed"]
+        assert rules[name]["text"].endswith("rule off (0)")
+    assert g["real_floor"]["split"] == "train" and g["real_floor"]["n"] == 8

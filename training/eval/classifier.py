@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -27,6 +28,8 @@ from torch import nn
 from training.config import write_json_atomic
 from training.eval.errors import ExtractorError
 from training.threads import torch_threads
+
+logger = logging.getLogger(__name__)
 
 INPUT_SIZE = 32
 # Bump when ClassifierNet or its training changes: files of another version are retrained.
@@ -174,13 +177,15 @@ def train_classifier(
     lr: float = 2e-3,
     data_root: str | None = None,
     max_train: int | None = 60_000,
-    log=print,
+    log=None,
 ) -> Path:
     """Train the classifier on ``dataset``'s train split, save it, return the weights path.
 
     Trains on one thread: the result does not depend on the machine's thread count, and on a
     shared 2-core machine one thread is ~2x faster than two for a network this small.
+    ``log``: a callable for progress lines (default: this module's logger at INFO).
     """
+    log = log or logger.info
     with torch_threads(1):
         return _train_classifier(
             dataset, resolution, out, epochs, batch_size, lr, data_root, max_train, log
@@ -194,10 +199,7 @@ def _train_classifier(dataset, resolution, out, epochs, batch_size, lr, data_roo
     train = load_dataset(dataset, resolution, "train", data_root=data_root)
     held = load_dataset(dataset, resolution, "heldout", data_root=data_root)
     if train.num_classes < 2:
-        raise ExtractorError(
-            f"dataset {dataset!r} has no class labels, so no classifier can be trained on it; "
-            "use --features inception (with the weights file) instead"
-        )
+        raise unlabelled_error(dataset)
     cfg = ClassifierConfig(channels=train.channels, num_classes=train.num_classes)
     x, y = train.as_tensors(max_train)
     xh, yh = held.as_tensors(10_000)
@@ -256,6 +258,21 @@ def _train_classifier(dataset, resolution, out, epochs, batch_size, lr, data_roo
             f"({info['seconds']} s) -> {path}"
         )
     return path
+
+
+def unlabelled_error(dataset: str) -> ExtractorError:
+    """FD-classifier needs class labels; an image folder without class subfolders has none."""
+    what = (
+        f"image folder {dataset[len('folder:') :]!r} has no class subfolders (its images are "
+        "unlabelled)"
+        if dataset.startswith("folder:")
+        else f"dataset {dataset!r} has no class labels"
+    )
+    return ExtractorError(
+        f"{what}, so FD-classifier cannot be used: it needs a classifier trained on the "
+        "dataset's classes. Use --features inception (FID with the standard Inception-v3; its "
+        "weights are downloaded once), or sort the images into PATH/CLASS/ subfolders"
+    )
 
 
 def sidecar_path(path: Path) -> Path:

@@ -4,28 +4,29 @@
     gan-eval stats --dataset digits --features classifier --split heldout --out refs/digits.npz
     gan-eval floor --dataset digits -n 1000
     gan-eval score runs/demo --ref refs/digits.npz -n 1000 --seed 0 [--is]
+    gan-eval import-stats fid_stats_cifar10_train.npz --extractor inception --out refs/c10.npz
+    gan-eval compare refs/a.npz refs/b.npz                 # Fréchet distance of two references
 
-Results are one JSON object on stdout; progress and warnings go to stderr. User mistakes print
-``error: ...`` and exit 2 without a traceback.
+Results are one JSON object on stdout; progress and warnings are logged to stderr (``-v`` more,
+``-q`` only warnings). User mistakes print ``error: ...`` and exit 2 without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+from gancore.cliutil import add_common_args, configure_logging
 from training.errors import UserError
 
 DEFAULT_RESOLUTION = 32
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -38,7 +39,8 @@ def _add_extractor_args(p: argparse.ArgumentParser, features: bool = True) -> No
             "--features",
             default="classifier",
             choices=["classifier", "inception"],
-            help="feature extractor (default: classifier, offline; inception needs the weights)",
+            help="feature extractor (default: classifier, offline; inception: FID, its weights "
+            "are downloaded once into $TORCH_HOME/hub/checkpoints/)",
         )
     p.add_argument("--classifier", help="classifier .safetensors (default: $GANFORGE_HOME/...)")
     p.add_argument(
@@ -48,7 +50,8 @@ def _add_extractor_args(p: argparse.ArgumentParser, features: bool = True) -> No
     )
     p.add_argument(
         "--inception-weights",
-        help="pt_inception-2015-12-05-6726825d.pth (default: $TORCH_HOME/hub/checkpoints/)",
+        help="pt_inception-2015-12-05-6726825d.pth (default: $TORCH_HOME/hub/checkpoints/, "
+        "downloaded when missing)",
     )
     p.add_argument("--data-root", help="where torchvision datasets live")
 
@@ -63,7 +66,7 @@ def _extractor(args, dataset: str | None, name: str | None = None):
         train_if_missing=not args.no_train_classifier,
         inception_weights=args.inception_weights,
         data_root=args.data_root,
-        log=_log,
+        log=log.info,
     )
 
 
@@ -83,7 +86,7 @@ def cmd_train_classifier(args) -> dict[str, Any]:
         args.out,
         epochs=args.epochs,
         data_root=args.data_root,
-        log=_log,
+        log=log.info,
     )
     _, info, sha = load_classifier(path)
     return {
@@ -205,7 +208,7 @@ def cmd_score(args) -> dict[str, Any]:
         batch=args.batch,
         require_is=args.require_is,
     )
-    _log(f"scored {args.n} images in {time.perf_counter() - t0:.1f} s")
+    log.info(f"scored {args.n} images in {time.perf_counter() - t0:.1f} s")
     out["run"] = {
         "run_dir": str(run.run_dir),
         "checkpoint": str(run.checkpoint),
@@ -215,6 +218,64 @@ def cmd_score(args) -> dict[str, Any]:
         "resolution": run.model_cfg.resolution,
     }
     return out
+
+
+def cmd_import_stats(args) -> dict[str, Any]:
+    """A pytorch-fid / TTUR statistics file -> a reference with provenance."""
+    from training.eval.errors import EvalError
+    from training.eval.inception import InceptionExtractor
+    from training.eval.stats import import_stats
+
+    if args.extractor != "inception":
+        raise EvalError(
+            f"--extractor {args.extractor!r} cannot be imported: published statistics (pytorch-fid, "
+            "TTUR) are Inception pool3 features, so use --extractor inception; make "
+            "FD-classifier references with `gan-eval stats --features classifier`"
+        )
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise UserError(f"--out must end in .npz, got {args.out!r}")
+    if args.resolution is not None and args.dataset is None:
+        raise UserError("--resolution describes --dataset: give both or neither")
+    ref = import_stats(
+        args.file,
+        InceptionExtractor.standard_description(),
+        dataset=args.dataset,
+        resolution=args.resolution if args.dataset else None,
+        split=args.split if args.dataset else None,
+    )
+    log.debug(f"read mu {ref.mu.shape} and sigma {ref.sigma.shape} from {args.file}")
+    ref.save(out)
+    log.info(
+        f"imported {args.file} ({ref.extractor['id']}, d = {len(ref.mu)}) -> {out}; it holds "
+        "only mu and sigma: FID can be computed against it, KID and precision/recall cannot"
+    )
+    return {
+        "out": str(out),
+        "id": ref.id,
+        "source": ref.source,
+        "dataset": ref.dataset,
+        "resolution": ref.resolution,
+        "split": ref.split,
+        "extractor": ref.extractor,
+    }
+
+
+def cmd_compare(args) -> dict[str, Any]:
+    """Fréchet distance between two references made with the same extractor."""
+    from training.eval.fid import frechet_distance
+    from training.eval.score import load_ref
+    from training.eval.stats import check_compatible
+
+    a, b = load_ref(args.a), load_ref(args.b)
+    check_compatible(a.extractor, b.extractor, what=f"reference {args.a}")
+    return {
+        "metric": a.extractor.get("metric"),
+        "fd": frechet_distance(a.mu, a.sigma, b.mu, b.sigma),
+        "a": {"path": args.a, "id": a.id, "n": a.n, "source": a.source},
+        "b": {"path": args.b, "id": b.id, "n": b.n, "source": b.source},
+        "extractor": a.extractor,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,23 +329,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_extractor_args(c, features=False)
     c.set_defaults(func=cmd_score)
+
+    i = sub.add_parser(
+        "import-stats", help="a pytorch-fid / TTUR statistics file (mu, sigma) -> a reference"
+    )
+    i.add_argument("file", metavar="FILE.npz", help="statistics file with arrays mu and sigma")
+    i.add_argument(
+        "--extractor",
+        required=True,
+        help="the network the statistics were computed with: inception (the FID Inception-v3)",
+    )
+    i.add_argument("--out", required=True, help="refs/NAME.npz to write")
+    i.add_argument(
+        "--dataset",
+        help="the dataset the statistics describe (e.g. cifar10): lets `gan-eval score` and the "
+        "gate check a run's dataset and measure the real-vs-real floor",
+    )
+    i.add_argument("--resolution", type=int, help="with --dataset: the images' resolution")
+    i.add_argument("--split", choices=["train", "heldout"], default="train")
+    i.set_defaults(func=cmd_import_stats)
+
+    m = sub.add_parser("compare", help="Fréchet distance between two reference files")
+    m.add_argument("a", metavar="A.npz")
+    m.add_argument("b", metavar="B.npz")
+    m.set_defaults(func=cmd_compare)
+    add_common_args(p)
+    for sp in sub.choices.values():
+        add_common_args(sp, nested=True)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = args.func(args)
         for w in caught:
             if issubclass(w.category, UserWarning):
-                _log(f"warning: {w.message}")
+                log.warning(f"warning: {w.message}")
     except UserError as e:
-        _log(f"error: {e}")
+        log.error(f"error: {e}")
         return 2
     except KeyboardInterrupt:
-        _log("error: interrupted")
+        log.error("error: interrupted")
         return 130
     _emit(result)
     return 0

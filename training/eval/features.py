@@ -2,7 +2,8 @@
 preprocessing; all three are stored with every statistic and compared before any distance.
 
 - ``classifier`` (offline default): ganforge's small CNN trained on the dataset (FD-classifier).
-- ``inception``: the standard FID Inception-v3 with the TF 2015 weights, from a local file (FID).
+- ``inception``: the standard FID Inception-v3 with the TF 2015 weights (FID), from a local file,
+  downloaded once into ``$TORCH_HOME/hub/checkpoints/`` when it is missing.
 """
 
 from __future__ import annotations
@@ -164,7 +165,9 @@ def get_extractor(
 
     ``classifier``: load ``classifier_path`` or the default file for ``dataset``
     (``$GANFORGE_HOME/classifiers/<dataset>.safetensors``), training it first when it is absent
-    and ``train_if_missing``. ``inception``: load the FID Inception weights from a local file.
+    and ``train_if_missing``; a dataset without class labels (an unlabelled image folder) is
+    refused with a pointer to ``inception``. ``inception``: load the FID Inception weights from
+    ``inception_weights`` or the default file, downloading the latter when it is missing.
     """
     if name == "classifier":
         from training.eval.classifier import (
@@ -172,6 +175,7 @@ def get_extractor(
             classifier_version,
             default_classifier_path,
             train_classifier,
+            unlabelled_error,
         )
 
         if classifier_path is None:
@@ -179,6 +183,14 @@ def get_extractor(
                 raise EvalError("the classifier extractor needs --dataset or --classifier PATH")
             classifier_path = default_classifier_path(dataset)
         path = Path(classifier_path)
+        if dataset is not None and dataset.startswith("folder:") and not path.is_file():
+            from training.datasets import load_dataset
+
+            if (
+                load_dataset(dataset, resolution or 32, "train", data_root=data_root).num_classes
+                < 2
+            ):
+                raise unlabelled_error(dataset)
         stale = path.is_file() and classifier_version(path) != ARCH_VERSION
         if not path.is_file() or (stale and train_if_missing and dataset is not None):
             if not train_if_missing or dataset is None:

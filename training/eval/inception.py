@@ -3,13 +3,21 @@ PyTorch in the file ``pt_inception-2015-12-05-6726825d.pth``; 2048-d pool3 featu
 
 It is torchvision's Inception-v3 with the differences of the TF graph FID was defined on: 1008
 classes, average pools in the Mixed_5*/6*/7b blocks that exclude padding from the average, and a
-max pool (not an average pool) in the pooling branch of Mixed_7c. The weights are read only from
-a local file whose sha256 is checked before loading (``weights_only=True``): never downloaded.
+max pool (not an average pool) in the pooling branch of Mixed_7c.
+
+The weights come from ``--inception-weights PATH`` or ``$TORCH_HOME/hub/checkpoints/``. When that
+default file is missing it is downloaded once, as pytorch-fid and torch-fidelity do, from
+pytorch-fid's release (``FID_WEIGHTS_URL``; ``$GANFORGE_INCEPTION_URL`` overrides it) to a temporary
+name, and renamed into place only when its sha256 is right. Loading uses ``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+import logging
 import os
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -20,9 +28,17 @@ from training.eval.classifier import sha256_file
 from training.eval.errors import ExtractorError
 from training.eval.features import Extractor
 
+log = logging.getLogger(__name__)
+
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 # sha256 of WEIGHTS_NAME (its name carries the first 8 hex digits, as torch hub names do).
 WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+# Where pytorch-fid (and torch-fidelity's FID Inception) fetch the same file.
+FID_WEIGHTS_URL = (
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + WEIGHTS_NAME
+)
+URL_ENV = "GANFORGE_INCEPTION_URL"
+DOWNLOAD_TIMEOUT_S = 30
 NUM_CLASSES = 1008
 INPUT_SIZE = 299
 PREPROCESSING = {
@@ -115,6 +131,84 @@ def default_weights_path() -> Path:
     return Path(torch_home) / "hub" / "checkpoints" / WEIGHTS_NAME
 
 
+def weights_url() -> str:
+    return os.environ.get(URL_ENV) or FID_WEIGHTS_URL
+
+
+def download_weights(
+    dest: str | Path | None = None,
+    url: str | None = None,
+    expected_sha256: str | None = None,
+    progress: bool | None = None,
+    timeout: float = DOWNLOAD_TIMEOUT_S,
+) -> Path:
+    """Download the weights file to ``dest`` (default: ``$TORCH_HOME/hub/checkpoints/``).
+
+    The bytes go to a temporary name next to ``dest`` and are hashed on the way; only a file with
+    ``expected_sha256`` (default: the published file's) is renamed into place. Any failure removes the temporary file and raises
+    :class:`ExtractorError` naming the URL and the folder. ``progress`` None: a progress bar when
+    this module logs at INFO (the CLIs without ``-q``).
+    """
+    dest = Path(dest) if dest else default_weights_path()
+    url = url or weights_url()
+    expected_sha256 = expected_sha256 or WEIGHTS_SHA256
+    folder = dest.parent
+    if progress is None:
+        progress = log.isEnabledFor(logging.INFO)
+    by_hand = (
+        f"download {url} yourself into {folder}/ (or pass --inception-weights PATH), "
+        "or use --features classifier"
+    )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExtractorError(
+            f"cannot create {str(folder)!r} for the FID Inception weights: {e}"
+        ) from None
+    tmp = folder / f".{dest.name}.part-{os.getpid()}"
+    log.info(f"downloading the FID Inception weights: {url} -> {dest}")
+    h = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as f:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            from tqdm import tqdm
+
+            with tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=WEIGHTS_NAME,
+                disable=not progress,
+                leave=True,
+            ) as bar:
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    f.write(chunk)
+                    h.update(chunk)
+                    bar.update(len(chunk))
+    except (OSError, ValueError, http.client.HTTPException) as e:  # URLError is an OSError
+        tmp.unlink(missing_ok=True)
+        reason = getattr(e, "reason", None) or e
+        raise ExtractorError(
+            f"FID Inception weights not found at {str(dest)!r} and the download from {url} "
+            f"failed ({e.__class__.__name__}: {str(reason)[:200]}); {by_hand}"
+        ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    sha = h.hexdigest()
+    if sha != expected_sha256:
+        tmp.unlink(missing_ok=True)
+        raise ExtractorError(
+            f"the file downloaded from {url} is not the FID Inception weights: sha256 "
+            f"{sha[:16]}…, expected {expected_sha256[:16]}…; it was deleted and nothing was "
+            f"saved in {folder}/; {by_hand}"
+        )
+    os.replace(tmp, dest)
+    log.info(f"saved {dest} (sha256 {sha[:16]}…)")
+    return dest
+
+
 class InceptionExtractor(Extractor):
     """pool3 features of the FID Inception-v3 (metric name: FID) and its 1008-way logits (IS)."""
 
@@ -127,16 +221,45 @@ class InceptionExtractor(Extractor):
     batch = 32  # 299x299 activations: keep memory bounded
     note = "FID: standard Inception-v3 pool3 features (TF 2015 weights)"
 
-    def __init__(self, weights: str | Path | None = None, expected_sha256: str | None = None):
-        path = Path(weights) if weights else default_weights_path()
-        if not path.is_file():
-            raise ExtractorError(
-                f"FID Inception weights not found at {str(path)!r}. They are never downloaded: "
-                f"put {WEIGHTS_NAME} (sha256 {WEIGHTS_SHA256[:16]}…, from pytorch-fid's release "
-                f"'fid_weights') in {default_weights_path().parent}/ (i.e. $TORCH_HOME/hub/"
-                "checkpoints/) or pass --inception-weights PATH; or use --features classifier"
-            )
+    @classmethod
+    def standard_description(cls) -> dict:
+        """What :meth:`describe` gives with the published weights, without loading them: the
+        extractor recorded for imported (pytorch-fid / TTUR) statistics."""
+        return {
+            "name": cls.name,
+            "id": cls.id,
+            "sha256": WEIGHTS_SHA256,
+            "preprocessing": cls.preprocessing,
+            "dim": cls.dim,
+            "metric": cls.metric,
+        }
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        expected_sha256: str | None = None,
+        download: bool = True,
+        url: str | None = None,
+    ):
         expected = expected_sha256 or WEIGHTS_SHA256
+        if weights:
+            path = Path(weights)
+            if not path.is_file():
+                raise ExtractorError(
+                    f"--inception-weights {str(path)!r} does not exist; give the path of "
+                    f"{WEIGHTS_NAME}, or leave the option out to use (and, when missing, "
+                    f"download) {default_weights_path()}"
+                )
+        else:
+            path = default_weights_path()
+            if not path.is_file():
+                if not download:
+                    raise ExtractorError(
+                        f"FID Inception weights not found at {str(path)!r}; download "
+                        f"{url or weights_url()} into {path.parent}/ or pass "
+                        "--inception-weights PATH"
+                    )
+                download_weights(path, url=url, expected_sha256=expected)
         sha = sha256_file(path)
         if sha != expected:
             raise ExtractorError(

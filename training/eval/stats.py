@@ -3,6 +3,8 @@ their provenance (extractor id + weights sha256 + preprocessing, dataset, resolu
 
 A reference file holds ``mu`` [d], ``sigma`` [d, d], ``n``, a JSON ``meta`` string and (for KID,
 precision/recall and the per-class figures) up to ``keep`` raw ``features`` with their ``labels``.
+:func:`import_stats` turns a pytorch-fid / TTUR file (``mu``, ``sigma`` only) into one, with the
+source file and its sha256 in ``meta["source"]``.
 It is read with ``allow_pickle=False``: loading never executes pickled code.
 """
 
@@ -114,6 +116,8 @@ class RefStats:
     features: np.ndarray | None = None
     labels: np.ndarray | None = None
     path: str | None = None
+    # Imported statistics (``gan-eval import-stats``): where they came from.
+    source: dict[str, Any] | None = None
 
     @classmethod
     def from_stats(cls, st: FeatureStats, extractor, **meta) -> RefStats:
@@ -137,7 +141,7 @@ class RefStats:
             "resolution": self.resolution,
             "split": self.split,
             "class_names": list(self.class_names),
-        }
+        } | ({"source": self.source} if self.source is not None else {})
 
     @property
     def id(self) -> str:
@@ -198,6 +202,7 @@ def load_ref(path: str | Path) -> RefStats:
             features=data.get("features"),
             labels=data.get("labels"),
             path=str(path),
+            source=meta.get("source"),
         )
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as e:
         raise RefStatsError(
@@ -251,3 +256,55 @@ def check_same_data(ref: RefStats, dataset: str | None, resolution: int | None) 
         raise IncompatibleStats(
             f"reference {ref.path or ''!s} is for resolution {ref.resolution}, not {resolution}"
         )
+
+
+def import_stats(path: str | Path, extractor: dict[str, Any], **meta) -> RefStats:
+    """A reference from a pytorch-fid / TTUR statistics file (arrays ``mu`` [d], ``sigma`` [d, d]).
+
+    ``extractor`` is the description of the network the statistics were computed with (it must
+    match the file's dimension). Such files keep no features and no sample size: ``n`` is 0
+    and KID / precision / recall cannot be computed against them, only the Fréchet distance.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RefStatsError(f"statistics file {str(path)!r} does not exist")
+    expected = "expected a pytorch-fid / TTUR statistics .npz with mu [d] and sigma [d, d]"
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise RefStatsError(f"{str(path)!r} is a single .npy array; {expected}")
+        with z:
+            missing = [k for k in ("mu", "sigma") if k not in z.files]
+            if missing:
+                held = ", ".join(z.files) or "nothing"
+                raise RefStatsError(
+                    f"{str(path)!r} has no {' or '.join(missing)} array (it holds {held}); "
+                    + expected
+                )
+            mu = np.asarray(z["mu"], np.float64)
+            sigma = np.asarray(z["sigma"], np.float64)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise RefStatsError(
+            f"cannot read statistics file {str(path)!r} ({e.__class__.__name__}: "
+            f"{str(e)[:200]}); {expected}"
+        ) from None
+    d = int(extractor["dim"])
+    if mu.shape != (d,) or sigma.shape != (d, d):
+        raise RefStatsError(
+            f"{str(path)!r} holds mu {mu.shape} and sigma {sigma.shape}, but {extractor['id']} "
+            f"statistics are mu ({d},) and sigma ({d}, {d})"
+        )
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise RefStatsError(f"{str(path)!r}: mu or sigma contains NaN or inf")
+    scale = max(float(np.abs(sigma).max()), 1e-300)
+    if float(np.abs(sigma - sigma.T).max()) > 1e-6 * scale:
+        raise RefStatsError(f"{str(path)!r}: sigma is not symmetric, so it is not a covariance")
+    source = {
+        "file": str(path.resolve()),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "format": "pytorch-fid / TTUR statistics (mu, sigma)",
+        "extractor": extractor["id"],
+    }
+    return RefStats(
+        mu=mu, sigma=(sigma + sigma.T) / 2, n=0, extractor=dict(extractor), source=source, **meta
+    )

@@ -1,10 +1,23 @@
-"""Shared fixtures: one digits classifier trained per test session in a private GANFORGE_HOME."""
+"""Shared fixtures: one digits classifier trained per test session in a private GANFORGE_HOME.
+
+No test may fetch the real FID Inception weights: unless a test points it at its own local
+server, the download URL is a local port where nothing listens."""
 
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+os.environ["GANFORGE_INCEPTION_URL"] = f"http://127.0.0.1:{_closed_port()}/no-network-in-tests"
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -19,8 +20,23 @@ from training.eval.stats import load_ref
 from training.models import build_models
 
 
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+OFFLINE_URL = f"http://127.0.0.1:{_closed_port()}/pt_inception-2015-12-05-6726825d.pth"
+
+
 def gan_eval(*args, home) -> subprocess.CompletedProcess:
-    env = dict(os.environ, GANFORGE_HOME=str(home), TORCH_HOME=str(Path(home) / "torch"))
+    # Tests never contact the real weights URL: a local port where nothing listens.
+    env = dict(
+        os.environ,
+        GANFORGE_HOME=str(home),
+        TORCH_HOME=str(Path(home) / "torch"),
+        GANFORGE_INCEPTION_URL=OFFLINE_URL,
+    )
     return subprocess.run(
         [sys.executable, "-m", "training.eval.cli", *map(str, args)],
         capture_output=True,
@@ -159,7 +175,7 @@ def test_bad_inputs_are_clear_errors(env, tmp_path):
                 "--out",
                 tmp_path / "i.npz",
             ),
-            "never downloaded",
+            f"the download from {OFFLINE_URL} failed",
         ),
     ]
     # Each case is a fresh interpreter (mostly import time): run two at a time.
