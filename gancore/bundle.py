@@ -107,6 +107,15 @@ def verify_files(path: str | Path, manifest: dict[str, Any]) -> None:
             )
 
 
+def gate_failures(gate: dict) -> str:
+    """The rules a failed gate.json names, with their figures ("precision 0.54 < 0.6; …")."""
+    failed = [r for r in gate.get("rules") or [] if isinstance(r, dict) and not r.get("passed")]
+    if failed:
+        return "; ".join(str(r.get("text") or r.get("rule")) for r in failed)
+    d, t = gate.get("distance"), gate.get("threshold")  # gate.json without per-rule entries
+    return f"distance {d} > threshold {t}"
+
+
 def read_gate(path: str | Path, manifest_sha256: str) -> tuple[dict | None, bool, str]:
     """(gate dict or None, deployable, reason)."""
     p = Path(path) / GATE
@@ -119,8 +128,7 @@ def read_gate(path: str | Path, manifest_sha256: str) -> tuple[dict | None, bool
     if gate.get("manifest_sha256") != manifest_sha256:
         return gate, False, "gate.json was written for a different manifest: run the gate again"
     if gate.get("verdict") != "passed":
-        d, t = gate.get("distance"), gate.get("threshold")
-        return gate, False, f"the FID gate failed (distance {d} > threshold {t})"
+        return gate, False, f"the FID gate failed: {gate_failures(gate)}"
     return gate, True, "gate passed"
 
 

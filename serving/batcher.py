@@ -8,6 +8,11 @@ they leave together, up to ``max_rows``. There is no timer: a lone request leave
 under load a batch grows to what arrived during one call. Every graph is per-sample, so merging
 never changes an image.
 
+A small call (at most ``inline_rows`` rows) that finds the engine idle runs on the event loop
+itself: on a CPU, handing a one-image call to the engine thread and back costs about as much as
+the call (thread wake-ups both ways), and a lone client waits for every microsecond of it. Larger
+calls, and every call while another runs, go to the engine thread as above.
+
 A failed engine call fails the requests that were in it with :class:`EngineError` and is logged
 once (not once per request); the next call runs as usual.
 """
@@ -49,9 +54,11 @@ class MicroBatcher:
         executor: Executor,
         max_rows: int = 64,
         observe: Callable[[int], None] | None = None,
+        inline_rows: int = 0,
     ):
         self.name, self.run, self.executor = name, run, executor
         self.max_rows = max(1, int(max_rows))
+        self.inline_rows = max(0, int(inline_rows))
         self.observe = observe or (lambda rows: None)
         self.pending: list[tuple[int, Arrays, asyncio.Future]] = []
         self.busy = False
@@ -82,37 +89,28 @@ class MicroBatcher:
         if self.busy:
             return
         jobs = self._take()
-        if jobs:
-            self.busy = True
-            self._task = asyncio.ensure_future(self._run(jobs))
-
-    async def _run(self, jobs: list[tuple[int, Arrays, asyncio.Future]]) -> None:
-        loop = asyncio.get_running_loop()
+        if not jobs:
+            return
         rows = sum(j[0] for j in jobs)
+        if rows <= self.inline_rows:
+            self._finish(jobs, rows, lambda inputs: self.run(*inputs))
+            if self.pending and not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._dispatch)
+            return
+        self.busy = True
+        self._task = asyncio.ensure_future(self._run(jobs, rows))
+
+    async def _run(self, jobs: list[tuple[int, Arrays, asyncio.Future]], rows: int) -> None:
+        loop = asyncio.get_running_loop()
         try:
+            inputs = self._inputs(jobs, rows)
             try:
-                inputs = [_join([j[1][i] for j in jobs]) for i in range(len(jobs[0][1]))]
-                self.observe(rows)
                 outputs = await loop.run_in_executor(self.executor, self.run, *inputs)
-            except Exception as exc:  # ORT failure, device out of memory: log once, fail the call
-                log.error(
-                    "engine call %s on %d rows (%d requests) failed: %s: %s",
-                    self.name,
-                    rows,
-                    len(jobs),
-                    type(exc).__name__,
-                    str(exc)[:500],
-                )
-                error = EngineError(f"the engine failed on {self.name}: {type(exc).__name__}")
-                for _, _, future in jobs:
-                    if not future.done():
-                        future.set_exception(error)
+            except Exception as exc:
+                self._fail(jobs, rows, exc)
                 return
-            start = 0
-            for n, _, future in jobs:
-                if not future.done():
-                    future.set_result(tuple(o[start : start + n] for o in outputs))
-                start += n
+            self._deliver(jobs, outputs)
         except BaseException as exc:  # never leave a request waiting for an answer
             for _, _, future in jobs:
                 if not future.done():
@@ -121,3 +119,39 @@ class MicroBatcher:
         finally:
             self.busy = False
             self._dispatch()
+
+    def _finish(self, jobs, rows: int, run: Callable[[list], tuple[np.ndarray, ...]]) -> None:
+        """Run one call here, on the loop, and answer its requests."""
+        try:
+            outputs = run(self._inputs(jobs, rows))
+        except Exception as exc:
+            self._fail(jobs, rows, exc)
+            return
+        self._deliver(jobs, outputs)
+
+    def _inputs(self, jobs, rows: int) -> list[Any]:
+        self.observe(rows)
+        return [_join([j[1][i] for j in jobs]) for i in range(len(jobs[0][1]))]
+
+    def _fail(self, jobs, rows: int, exc: Exception) -> None:
+        """ORT failure, device out of memory: log once, fail the requests of this call."""
+        log.error(
+            "engine call %s on %d rows (%d requests) failed: %s: %s",
+            self.name,
+            rows,
+            len(jobs),
+            type(exc).__name__,
+            str(exc)[:500],
+        )
+        error = EngineError(f"the engine failed on {self.name}: {type(exc).__name__}")
+        for _, _, future in jobs:
+            if not future.done():
+                future.set_exception(error)
+
+    @staticmethod
+    def _deliver(jobs, outputs: tuple[np.ndarray, ...]) -> None:
+        start = 0
+        for n, _, future in jobs:
+            if not future.done():
+                future.set_result(tuple(o[start : start + n] for o in outputs))
+            start += n

@@ -90,6 +90,7 @@ class Settings:
     api_workers: int = field(default_factory=default_api_workers)
     tracing: bool = False
     ort_threads: int | None = None  # per worker; default: the usable CPUs / workers
+    inline_rows: int = 8  # engine calls of at most this many rows run on the event loop (CPU only)
 
     @property
     def threads_per_worker(self) -> int:
@@ -121,6 +122,7 @@ class Settings:
             api_workers=_int(env, "GAN_API_WORKERS", default_api_workers()),
             tracing=_flag(env, "GAN_TRACING"),
             ort_threads=_int(env, "GANFORGE_ORT_THREADS", 0, minimum=0) or None,
+            inline_rows=_int(env, "GAN_INLINE_ROWS", 8, minimum=0),
         )
 
 

@@ -116,6 +116,7 @@ class Engine:
         max_batch: int = 64,
         batching: bool = True,
         observe=None,
+        inline_rows: int = 0,
     ):
         names = sorted(bundles)
         self.bundles = [bundles[n] for n in names]
@@ -127,12 +128,15 @@ class Engine:
         self._render: dict[str, MicroBatcher] = {}
         self._mapping: dict[str, MicroBatcher] = {}
         for info, bundle in zip(self.models, self.bundles):
+            # On a GPU a call's rows cost little more than one row: every call batches.
+            inline = inline_rows if "cpu" in info.provider.lower() else 0
             self._render[info.name] = MicroBatcher(
                 f"render[{info.name}]",
                 bundle.render,
                 self.executor,
                 rows,
                 self._observer("render", info.name),
+                inline,
             )
             if info.kind == "stylegan":
                 self._mapping[info.name] = MicroBatcher(
@@ -141,6 +145,7 @@ class Engine:
                     self.executor,
                     rows,
                     self._observer("mapping", info.name),
+                    inline,
                 )
 
     def _observer(self, api: str, model: str):

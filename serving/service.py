@@ -78,7 +78,11 @@ class GanService:
         device_id = worker_device_id(index)
         bundles = load_bundles(settings, threads=settings.threads_per_worker, device_id=device_id)
         self.engine = Engine(
-            bundles, settings.max_batch_size, settings.batching, observe=metrics.engine_batch
+            bundles,
+            settings.max_batch_size,
+            settings.batching,
+            observe=metrics.engine_batch,
+            inline_rows=settings.inline_rows,
         )
         for info in self.engine.models:
             log.info("worker %s: model %r runs on %s", index, info.name, info.provider)

@@ -37,7 +37,11 @@ class TypedGanService:
         settings = current()
         bundles = load_bundles(settings, threads=settings.threads_per_worker)
         self.engine = Engine(
-            bundles, settings.max_batch_size, settings.batching, observe=metrics.engine_batch
+            bundles,
+            settings.max_batch_size,
+            settings.batching,
+            observe=metrics.engine_batch,
+            inline_rows=settings.inline_rows,
         )
         self.engine.warm_up()
         self.pipeline = Pipeline(self.engine, settings.limits)

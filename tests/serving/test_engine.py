@@ -401,3 +401,59 @@ def test_cuda_serving_declares_its_gpu_and_settings_are_parsed_once():
             timeout=120,
         )  # fmt: skip
         assert out.stdout.strip().endswith(want), out.stdout + out.stderr[-2000:]
+
+
+def test_small_idle_calls_run_on_the_event_loop_and_large_ones_on_the_engine_thread(caplog):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.batcher import MicroBatcher
+
+    where = []
+
+    def double(x, labels):
+        where.append((len(x), threading.current_thread().name))
+        return (x * 2, x[:, 0])
+
+    async def call(batcher, rows: list[int]):
+        parts = [np.full((n, 2), n, np.float32) for n in rows]
+        outs = await asyncio.gather(*(batcher(p, None) for p in parts))
+        for p, (o, _) in zip(parts, outs):
+            np.testing.assert_array_equal(o, p * 2)
+        return threading.current_thread().name
+
+    with ThreadPoolExecutor(1, thread_name_prefix="engine") as pool:
+        b = MicroBatcher("double", double, pool, max_rows=64, inline_rows=4)
+        loop_thread = run(call(b, [1]))
+        run(call(b, [2, 2]))  # merged: 4 rows, still inline
+        run(call(b, [3, 2]))  # merged: 5 rows, the engine thread
+        assert where[0] == (1, loop_thread) and where[1] == (4, loop_thread)
+        assert where[2][0] == 5 and where[2][1].startswith("engine")
+
+        def broken(x, labels):
+            raise RuntimeError("ORT failure")
+
+        caplog.set_level(logging.ERROR, logger="ganforge.serving")
+        inline = MicroBatcher("broken", broken, pool, inline_rows=8)
+
+        async def failing():
+            calls = (inline(np.zeros((1, 2)), None) for _ in range(3))
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+        errors = run(failing())
+        assert all(isinstance(e, EngineError) for e in errors)  # inline failures answer 503 too
+        assert len([r for r in caplog.records if "3 requests" in r.message]) == 1
+
+
+def test_inline_rows_apply_to_cpu_providers_only(bundle_dirs):
+    from serving.config import Settings
+    from serving.registry import load_bundles
+
+    assert Settings().inline_rows == 8
+    assert Settings.from_env({"GAN_INLINE_ROWS": "0"}).inline_rows == 0
+    loaded = load_bundles(Settings(bundles=[str(bundle_dirs["dcgan"])], allow_ungated=True))
+    cpu = Engine(loaded, inline_rows=8)
+    assert [b.inline_rows for b in cpu._render.values()] == [8]
+    for b in loaded.values():
+        b.provider = "CUDAExecutionProvider"  # on a GPU every call batches
+    assert [b.inline_rows for b in Engine(loaded, inline_rows=8)._render.values()] == [0]
