@@ -188,10 +188,26 @@ def respond(endpoint: str, r: Any, result: Images) -> Response:
     return Response(data, media_type=FORMATS[r.format], headers=headers)
 
 
+_INFLIGHT = [0]  # POST requests being handled by this worker right now
+
+
+def alone() -> bool:
+    """True while at most one POST request is in flight in this worker (the micro-batcher then
+    runs small engine calls on the event loop: see serving/batcher.py)."""
+    return _INFLIGHT[0] <= 1
+
+
 def endpoint(path: str, model: type[BaseModel], run: Run):
     name = path.strip("/")
 
     async def handle(request: Request) -> Response:
+        _INFLIGHT[0] += 1
+        try:
+            return await _handle(request)
+        finally:
+            _INFLIGHT[0] -= 1
+
+    async def _handle(request: Request) -> Response:
         bad = content_type_error(request)
         if bad is not None:
             return bad

@@ -8,10 +8,11 @@ they leave together, up to ``max_rows``. There is no timer: a lone request leave
 under load a batch grows to what arrived during one call. Every graph is per-sample, so merging
 never changes an image.
 
-A small call (at most ``inline_rows`` rows) that finds the engine idle runs on the event loop
-itself: on a CPU, handing a one-image call to the engine thread and back costs about as much as
-the call (thread wake-ups both ways), and a lone client waits for every microsecond of it. Larger
-calls, and every call while another runs, go to the engine thread as above.
+A small call (at most ``inline_rows`` rows) of a lone request (``alone()``: no other request is
+in flight in this worker) runs on the event loop itself: on a CPU, handing a one-image call to the
+engine thread and back costs about as much as the call (thread wake-ups both ways), and a lone
+client waits for every microsecond of it. With other requests in flight the loop has their work to
+do while the engine runs, so every call goes to the engine thread as above.
 
 A failed engine call fails the requests that were in it with :class:`EngineError` and is logged
 once (not once per request); the next call runs as usual.
@@ -55,10 +56,12 @@ class MicroBatcher:
         max_rows: int = 64,
         observe: Callable[[int], None] | None = None,
         inline_rows: int = 0,
+        alone: Callable[[], bool] = lambda: True,
     ):
         self.name, self.run, self.executor = name, run, executor
         self.max_rows = max(1, int(max_rows))
         self.inline_rows = max(0, int(inline_rows))
+        self.alone = alone
         self.observe = observe or (lambda rows: None)
         self.pending: list[tuple[int, Arrays, asyncio.Future]] = []
         self.busy = False
@@ -92,7 +95,7 @@ class MicroBatcher:
         if not jobs:
             return
         rows = sum(j[0] for j in jobs)
-        if rows <= self.inline_rows:
+        if rows <= self.inline_rows and self.alone():
             self._finish(jobs, rows, lambda inputs: self.run(*inputs))
             if self.pending and not self._scheduled:
                 self._scheduled = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from serving.batcher import MicroBatcher
 from serving.registry import gate_summary
 
 log = logging.getLogger("ganforge.serving")
+INLINE_MAX_MS = 2.0  # models slower than this per image never run on the event loop
 WARM_SIZES = (1, 2, 3, 4, 8, 16, 32, 64)  # batch sizes the batcher makes most (GPU: no re-tune)
 
 
@@ -117,6 +119,7 @@ class Engine:
         batching: bool = True,
         observe=None,
         inline_rows: int = 0,
+        alone: Callable[[], bool] = lambda: True,
     ):
         names = sorted(bundles)
         self.bundles = [bundles[n] for n in names]
@@ -137,6 +140,7 @@ class Engine:
                 rows,
                 self._observer("render", info.name),
                 inline,
+                alone,
             )
             if info.kind == "stylegan":
                 self._mapping[info.name] = MicroBatcher(
@@ -146,6 +150,7 @@ class Engine:
                     rows,
                     self._observer("mapping", info.name),
                     inline,
+                    alone,
                 )
 
     def _observer(self, api: str, model: str):
@@ -179,8 +184,35 @@ class Engine:
                 else:
                     bundle.render(z, labels)
         seconds = time.perf_counter() - t0
+        self._inline_cheap_models_only()
         log.info("engine warmed up in %.2f s (%d models)", seconds, len(self.models))
         return seconds
+
+    def _inline_cheap_models_only(self) -> None:
+        """Inline calls only for models whose one-image render costs at most INLINE_MAX_MS: for a
+        slower model the engine-thread round trip is a small part of the call, and a long call
+        on the loop would hold up every other request of the worker."""
+        rng = np.random.default_rng(1)
+        for info, bundle in zip(self.models, self.bundles):
+            batcher = self._render[info.name]
+            if not batcher.inline_rows:
+                continue
+            z = rng.standard_normal((1, info.latent_dim)).astype(np.float32)
+            labels = np.zeros(1, np.int64) if info.num_classes else None
+            payload = z
+            if info.kind == "stylegan":
+                payload = np.repeat(bundle.mapping(z, labels)[:, None, :], info.num_ws, axis=1)
+            cost = []
+            for _ in range(3):
+                t = time.perf_counter()
+                bundle.render(payload, labels)
+                cost.append(1000 * (time.perf_counter() - t))
+            if min(cost) > INLINE_MAX_MS:
+                log.info("%s: %.1f ms per image, engine calls stay off the loop", info.name,
+                         min(cost))  # fmt: skip
+                batcher.inline_rows = 0
+                if info.name in self._mapping:
+                    self._mapping[info.name].inline_rows = 0
 
     def close(self) -> None:
         self.executor.shutdown(wait=False)

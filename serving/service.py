@@ -17,7 +17,7 @@ from typing import Any
 import bentoml
 
 from serving import bentoml_fixes, metrics
-from serving.app import APP, bind
+from serving.app import APP, alone, bind
 from serving.config import current, worker_device_id
 from serving.engine import Engine
 from serving.middleware import ApiKeyMiddleware, BodyLimitMiddleware
@@ -83,6 +83,7 @@ class GanService:
             settings.batching,
             observe=metrics.engine_batch,
             inline_rows=settings.inline_rows,
+            alone=alone,
         )
         for info in self.engine.models:
             log.info("worker %s: model %r runs on %s", index, info.name, info.provider)

@@ -429,6 +429,9 @@ def test_small_idle_calls_run_on_the_event_loop_and_large_ones_on_the_engine_thr
         run(call(b, [3, 2]))  # merged: 5 rows, the engine thread
         assert where[0] == (1, loop_thread) and where[1] == (4, loop_thread)
         assert where[2][0] == 5 and where[2][1].startswith("engine")
+        busy = MicroBatcher("double", double, pool, max_rows=64, inline_rows=4, alone=lambda: False)
+        run(call(busy, [1]))  # other requests in flight: the loop has their work to do
+        assert where[3][0] == 1 and where[3][1].startswith("engine")
 
         def broken(x, labels):
             raise RuntimeError("ORT failure")
@@ -457,3 +460,17 @@ def test_inline_rows_apply_to_cpu_providers_only(bundle_dirs):
     for b in loaded.values():
         b.provider = "CUDAExecutionProvider"  # on a GPU every call batches
     assert [b.inline_rows for b in Engine(loaded, inline_rows=8)._render.values()] == [0]
+
+
+def test_slow_models_never_run_on_the_loop(bundle_dirs, monkeypatch):
+    import serving.engine as engine_mod
+    from serving.config import Settings
+    from serving.registry import load_bundles
+
+    loaded = load_bundles(Settings(bundles=[str(bundle_dirs["dcgan"])], allow_ungated=True))
+    eng = Engine(loaded, inline_rows=8)
+    eng.warm_up(sizes=(1,))
+    assert [b.inline_rows for b in eng._render.values()] == [8]  # a tiny model: cheap
+    monkeypatch.setattr(engine_mod, "INLINE_MAX_MS", 0.0)  # every model is now "slow"
+    eng.warm_up(sizes=(1,))
+    assert [b.inline_rows for b in eng._render.values()] == [0]
