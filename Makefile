@@ -15,7 +15,7 @@ export TQDM_MININTERVAL := 5
 # uv installs what pip would, about twice as fast (torch's wheels alone unpack to 5 GB). It reads
 # no pip.conf, so the package sources and constraints pip is configured with are handed to it;
 # pip is the fallback where uv cannot be installed.
-pip_cfg = $(shell $(PY) -m pip config get global.$(1) 2>/dev/null)
+pip_cfg = $(shell $(PY) -m pip config list 2>/dev/null | sed -n "s/^global\.$(1)='\(.*\)'$$/\1/p")
 UV_SOURCES = $(foreach d,$(call pip_cfg,find-links),--find-links $(d)) \
 	$(foreach u,$(call pip_cfg,extra-index-url),--extra-index-url $(u)) \
 	$(foreach c,$(call pip_cfg,constraint),--constraint $(c))
