@@ -203,8 +203,10 @@ def test_cli_names_each_failing_rule_and_bad_thresholds_write_nothing(
     assert "pass  precision" in out.out and "IS-classifier" in out.out
     assert "the gate failed (" in out.err and "recall" in out.err and "not deployable" in out.err
     assert "gate: generate + score" in out.err  # the tqdm bar
-    # The reason a server gives for refusing it names the failing rules, not the distance.
+    # The reason a server gives for refusing it names exactly the failing rules, with figures.
     from gancore.bundle import MANIFEST, read_gate, sha256_file
 
-    _, deployable, reason = read_gate(collapsed, sha256_file(collapsed / MANIFEST))
-    assert not deployable and "recall" in reason and "fd " not in reason, reason
+    gate, deployable, reason = read_gate(collapsed, sha256_file(collapsed / MANIFEST))
+    assert not deployable and "recall" in gate["failed_rules"], reason
+    assert all(f"{rule} " in reason for rule in gate["failed_rules"]), reason
+    assert "precision" not in reason and "precision" not in gate["failed_rules"], reason
