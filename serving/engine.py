@@ -176,13 +176,7 @@ class Engine:
         rng = np.random.default_rng(0)
         for info, bundle in zip(self.models, self.bundles):
             for n in sizes:
-                z = rng.standard_normal((n, info.latent_dim)).astype(np.float32)
-                labels = np.zeros(n, np.int64) if info.num_classes else None
-                if info.kind == "stylegan":
-                    w = bundle.mapping(z, labels)
-                    bundle.render(np.repeat(w[:, None, :], info.num_ws, axis=1))
-                else:
-                    bundle.render(z, labels)
+                bundle.render(*_render_inputs(info, bundle, n, rng))
         seconds = time.perf_counter() - t0
         self._inline_cheap_models_only()
         log.info("engine warmed up in %.2f s (%d models)", seconds, len(self.models))
@@ -197,15 +191,11 @@ class Engine:
             batcher = self._render[info.name]
             if not batcher.inline_rows:
                 continue
-            z = rng.standard_normal((1, info.latent_dim)).astype(np.float32)
-            labels = np.zeros(1, np.int64) if info.num_classes else None
-            payload = z
-            if info.kind == "stylegan":
-                payload = np.repeat(bundle.mapping(z, labels)[:, None, :], info.num_ws, axis=1)
+            inputs = _render_inputs(info, bundle, 1, rng)
             cost = []
             for _ in range(3):
                 t = time.perf_counter()
-                bundle.render(payload, labels)
+                bundle.render(*inputs)
                 cost.append(1000 * (time.perf_counter() - t))
             if min(cost) > INLINE_MAX_MS:
                 log.info("%s: %.1f ms per image, engine calls stay off the loop", info.name,
@@ -216,6 +206,15 @@ class Engine:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False)
+
+
+def _render_inputs(info: ModelInfo, bundle: Any, n: int, rng: np.random.Generator) -> tuple:
+    """Random inputs of ``bundle.render`` for ``n`` images: (z, labels), or StyleGAN-lite's (ws,)."""
+    z = rng.standard_normal((n, info.latent_dim)).astype(np.float32)
+    labels = np.zeros(n, np.int64) if info.num_classes else None
+    if info.kind == "stylegan":
+        return (np.repeat(bundle.mapping(z, labels)[:, None, :], info.num_ws, axis=1),)
+    return z, labels
 
 
 def _tuple(fn):
