@@ -41,7 +41,9 @@ class TypedGanService:
             settings.max_batch_size,
             settings.batching,
             observe=metrics.engine_batch,
-            inline_rows=settings.inline_rows,
+            # No in-flight count here to tell a lone request (serving/app.py keeps one), so
+            # every call goes to the engine thread: the shipped path's behaviour under load.
+            inline_rows=0,
         )
         self.engine.warm_up()
         self.pipeline = Pipeline(self.engine, settings.limits)
