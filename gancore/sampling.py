@@ -140,9 +140,13 @@ def _check_psi(psi: float, kind: str) -> float:
 def z_from_seed(seed: int, latent_dim: int, truncation: float = 1.0) -> np.ndarray:
     """The latent for ``seed`` (see the module rules); ``truncation < 1`` resamples tails."""
     (seed,) = check_seeds([seed])
+    return _z(seed, latent_dim, _check_psi(truncation, "dcgan"))
+
+
+def _z(seed: int, latent_dim: int, psi: float) -> np.ndarray:
+    """:func:`z_from_seed` for a checked seed and truncation."""
     gen = np.random.Generator(np.random.PCG64(seed))
     z = gen.standard_normal(latent_dim, dtype=np.float32)
-    psi = _check_psi(truncation, "dcgan")
     if psi < 1.0:
         tau = np.float32(2.0 * psi)
         bad = np.flatnonzero(np.abs(z) > tau)
@@ -157,7 +161,10 @@ def z_from_seeds(seeds: Iterable[int], latent_dim: int, truncation: float = 1.0)
     seeds = check_seeds(seeds)
     if not seeds:
         return np.zeros((0, latent_dim), np.float32)
-    return np.stack([z_from_seed(s, latent_dim, truncation) for s in seeds])
+    psi = _check_psi(truncation, "dcgan")
+    if len(seeds) == 1:
+        return _z(seeds[0], latent_dim, psi)[None]
+    return np.stack([_z(s, latent_dim, psi) for s in seeds])
 
 
 def check_labels(labels: Any, num_classes: int, n: int | None = None) -> np.ndarray | None:

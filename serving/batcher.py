@@ -69,6 +69,17 @@ class MicroBatcher:
         self._task: asyncio.Task | None = None  # the loop keeps only weak references to tasks
 
     async def __call__(self, *inputs: Any) -> tuple[np.ndarray, ...]:
+        rows = len(inputs[0])
+        if (
+            rows <= self.inline_rows
+            and not (self.pending or self.busy or self._scheduled)
+            and self.alone()
+        ):  # nothing to merge with: run it now, without a trip round the loop
+            self.observe(rows)
+            try:
+                return self.run(*inputs)
+            except Exception as exc:
+                raise self._error(rows, 1, exc) from None
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.pending.append((len(inputs[0]), inputs, future))
@@ -136,17 +147,20 @@ class MicroBatcher:
         self.observe(rows)
         return [_join([j[1][i] for j in jobs]) for i in range(len(jobs[0][1]))]
 
-    def _fail(self, jobs, rows: int, exc: Exception) -> None:
-        """ORT failure, device out of memory: log once, fail the requests of this call."""
+    def _error(self, rows: int, requests: int, exc: Exception) -> EngineError:
+        """ORT failure, device out of memory: logged once, one error for the call's requests."""
         log.error(
             "engine call %s on %d rows (%d requests) failed: %s: %s",
             self.name,
             rows,
-            len(jobs),
+            requests,
             type(exc).__name__,
             str(exc)[:500],
         )
-        error = EngineError(f"the engine failed on {self.name}: {type(exc).__name__}")
+        return EngineError(f"the engine failed on {self.name}: {type(exc).__name__}")
+
+    def _fail(self, jobs, rows: int, exc: Exception) -> None:
+        error = self._error(rows, len(jobs), exc)
         for _, _, future in jobs:
             if not future.done():
                 future.set_exception(error)

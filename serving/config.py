@@ -91,6 +91,7 @@ class Settings:
     tracing: bool = False
     ort_threads: int | None = None  # per worker; default: the usable CPUs / workers
     inline_rows: int = 8  # engine calls of at most this many rows run on the event loop (CPU only)
+    fastpath: bool = True  # API routes skip BentoML's generic middleware (serving/fastpath.py)
 
     @property
     def threads_per_worker(self) -> int:
@@ -123,6 +124,7 @@ class Settings:
             tracing=_flag(env, "GAN_TRACING"),
             ort_threads=_int(env, "GANFORGE_ORT_THREADS", 0, minimum=0) or None,
             inline_rows=_int(env, "GAN_INLINE_ROWS", 8, minimum=0),
+            fastpath=_flag(env, "GAN_FASTPATH", True),
         )
 
 

@@ -41,16 +41,22 @@ def _metrics():
     }
 
 
+@functools.cache
+def _child(kind: str, *labels: str):
+    """The labelled child of metric ``kind``, looked up once (``labels()`` costs a lock and a
+    dict build on every call)."""
+    return _metrics()[kind].labels(*labels)
+
+
 def images_returned(model: str, endpoint: str, count: int) -> None:
     if count:
-        _metrics()["images"].labels(model=model, endpoint=endpoint).inc(count)
+        _child("images", model, endpoint).inc(count)
 
 
 def filtered(model: str, method: str, generated: int, accepted: int) -> None:
-    m = _metrics()
-    m["candidates"].labels(model=model, method=method).inc(generated)
-    m["accepted"].labels(model=model, method=method).inc(accepted)
+    _child("candidates", model, method).inc(generated)
+    _child("accepted", model, method).inc(accepted)
 
 
 def engine_batch(api: str, model: str, rows: int) -> None:
-    _metrics()["batch"].labels(api=api, model=model).observe(rows)
+    _child("batch", api, model).observe(rows)

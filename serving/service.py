@@ -16,7 +16,7 @@ from typing import Any
 
 import bentoml
 
-from serving import bentoml_fixes, metrics
+from serving import bentoml_fixes, fastpath, metrics
 from serving.app import APP, alone, bind
 from serving.config import current, worker_device_id
 from serving.engine import Engine
@@ -94,3 +94,4 @@ class GanService:
 
 GanService.add_asgi_middleware(BodyLimitMiddleware)
 GanService.add_asgi_middleware(ApiKeyMiddleware)
+fastpath.install(GanService, API_PATHS, lambda: BodyLimitMiddleware(ApiKeyMiddleware(APP)))

@@ -35,6 +35,7 @@ SERVING_ENV = (
     "GAN_BATCHING",
     "GAN_MAX_SCALE",
     "GAN_DEVICE",
+    "GAN_FASTPATH",
 )
 
 

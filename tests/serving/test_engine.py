@@ -410,42 +410,53 @@ def test_small_idle_calls_run_on_the_event_loop_and_large_ones_on_the_engine_thr
     from serving.batcher import MicroBatcher
 
     where = []
+    inflight = [0]  # requests in flight, counted as the app counts them
+
+    def alone() -> bool:
+        return inflight[0] <= 1
 
     def double(x, labels):
         where.append((len(x), threading.current_thread().name))
         return (x * 2, x[:, 0])
 
+    async def request(batcher, part):
+        inflight[0] += 1
+        try:
+            await asyncio.sleep(0)  # parsing the body: concurrent requests are all in flight
+            return await batcher(part, None)
+        finally:
+            inflight[0] -= 1
+
     async def call(batcher, rows: list[int]):
         parts = [np.full((n, 2), n, np.float32) for n in rows]
-        outs = await asyncio.gather(*(batcher(p, None) for p in parts))
+        outs = await asyncio.gather(*(request(batcher, p) for p in parts))
         for p, (o, _) in zip(parts, outs):
             np.testing.assert_array_equal(o, p * 2)
         return threading.current_thread().name
 
     with ThreadPoolExecutor(1, thread_name_prefix="engine") as pool:
-        b = MicroBatcher("double", double, pool, max_rows=64, inline_rows=4)
-        loop_thread = run(call(b, [1]))
-        run(call(b, [2, 2]))  # merged: 4 rows, still inline
-        run(call(b, [3, 2]))  # merged: 5 rows, the engine thread
-        assert where[0] == (1, loop_thread) and where[1] == (4, loop_thread)
-        assert where[2][0] == 5 and where[2][1].startswith("engine")
-        busy = MicroBatcher("double", double, pool, max_rows=64, inline_rows=4, alone=lambda: False)
-        run(call(busy, [1]))  # other requests in flight: the loop has their work to do
-        assert where[3][0] == 1 and where[3][1].startswith("engine")
+        b = MicroBatcher("double", double, pool, max_rows=64, inline_rows=4, alone=alone)
+        loop_thread = run(call(b, [1]))  # a lone small request: run on the loop, at once
+        run(call(b, [5]))  # a lone request larger than inline_rows: the engine thread
+        run(call(b, [1, 2]))  # concurrent requests: merged, on the engine thread
+        assert where[0] == (1, loop_thread)
+        assert where[1][0] == 5 and where[1][1].startswith("engine")
+        assert where[2][0] == 3 and where[2][1].startswith("engine")
 
         def broken(x, labels):
             raise RuntimeError("ORT failure")
 
         caplog.set_level(logging.ERROR, logger="ganforge.serving")
-        inline = MicroBatcher("broken", broken, pool, inline_rows=8)
+        failing = MicroBatcher("broken", broken, pool, inline_rows=8, alone=alone)
 
-        async def failing():
-            calls = (inline(np.zeros((1, 2)), None) for _ in range(3))
+        async def fail(n: int):
+            calls = (request(failing, np.zeros((1, 2))) for _ in range(n))
             return await asyncio.gather(*calls, return_exceptions=True)
 
-        errors = run(failing())
+        errors = run(fail(1)) + run(fail(3))
         assert all(isinstance(e, EngineError) for e in errors)  # inline failures answer 503 too
-        assert len([r for r in caplog.records if "3 requests" in r.message]) == 1
+        assert len([r for r in caplog.records if "(1 requests)" in r.message]) == 1
+        assert len([r for r in caplog.records if "(3 requests)" in r.message]) == 1  # logged once
 
 
 def test_inline_rows_apply_to_cpu_providers_only(bundle_dirs):

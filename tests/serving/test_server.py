@@ -146,6 +146,32 @@ def test_concurrent_requests_share_batches_and_keep_their_pixels(server, names):
         assert t["images"][0]["seed"] == a["images"][0]["seed"]
 
 
+def test_a_real_server_counts_api_requests_in_bentomls_request_metrics(server, names):
+    """The worker's app is the fast path (serving/fastpath.py); its requests still reach /metrics.
+    (Before the tests below: their short-lived servers share the test run's Prometheus folder.)"""
+
+    def count(text: str, code: int) -> float:
+        pattern = r"^bentoml_service_request_total\{([^}]*)\} (\S+)$"
+        return sum(
+            float(v)
+            for labels, v in re.findall(pattern, text, re.M)
+            if 'endpoint="/generate"' in labels and f'http_response_code="{code}"' in labels
+        )
+
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as c:
+        before = c.get("/metrics").text
+        for seed in range(4):
+            assert (
+                c.post("/generate", json={"model": names["dcgan"], "seed": seed}).status_code == 200
+            )
+        assert c.post("/generate", json={"model": names["dcgan"], "seed": -1}).status_code == 422
+        after = c.get("/metrics").text
+    assert (count(after, 200) - count(before, 200), count(after, 422) - count(before, 422)) == (
+        4,
+        1,
+    )
+
+
 def test_no_servable_bundle_means_no_server(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("GAN_")}
     env.update(GAN_BUNDLES=str(tmp_path / "nothing-here"), BENTOML_DO_NOT_TRACK="1")
