@@ -133,8 +133,7 @@ class FastPath:
             return await self.app(scope, receive, send)
         endpoint = scope["path"]
         start = time.perf_counter()
-        metrics = self.metrics
-        gauge = metrics.started(endpoint) if metrics is not None else None
+        gauge = self.metrics.started(endpoint) if self.metrics is not None else None
         state = [0, False]  # status, response finished
 
         async def tracked(message) -> None:
@@ -151,23 +150,26 @@ class FastPath:
         try:
             async with asyncio.timeout(self.timeout) as timer:
                 await self.api(scope, receive, tracked)
-        except TimeoutError:
-            if state[0]:
+        except Exception as exc:
+            if state[0]:  # the response started: nothing else can be sent
                 raise
-            await _reply(send, 504, f"Not able to process the request in {self.timeout} seconds")
-            state[:] = [504, True]
-        except Exception:
-            log.exception("unexpected error on %s %s", scope.get("method"), endpoint)
-            if state[0]:
-                raise
-            await _reply(send, 500, "internal server error")
-            state[:] = [500, True]
+            if isinstance(exc, TimeoutError) and timer is not None and timer.expired():
+                await _reply(
+                    send, 504, f"Not able to process the request in {self.timeout} seconds"
+                )
+                state[:] = [504, True]
+            else:
+                log.exception("unexpected error on %s %s", scope.get("method"), endpoint)
+                await _reply(send, 500, "internal server error")
+                state[:] = [500, True]
         finally:
             if gauge is not None:
                 gauge.dec()
-        seconds = time.perf_counter() - start
-        if metrics is not None and state[1]:
-            metrics.finished(endpoint, state[0], seconds)
+            self._record(scope, endpoint, time.perf_counter() - start, state)
+
+    def _record(self, scope, endpoint: str, seconds: float, state: list) -> None:
+        if self.metrics is not None and state[1]:
+            self.metrics.finished(endpoint, state[0], seconds)
         if self.access and access_log.isEnabledFor(logging.INFO):
             client = scope.get("client")
             access_log.info(

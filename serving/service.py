@@ -5,7 +5,9 @@ warms their sessions up and holds the engine in-process (serving/engine.py): con
 rows are merged by an asyncio micro-batcher into one ONNX Runtime call on the worker's engine
 thread, so there is no engine process and no HTTP hop per image. The request layer is a Starlette
 app mounted with ``@bentoml.asgi_app`` (serving/app.py); BentoML still provides the server, the
-workers, ``/livez``, ``/readyz``, ``/metrics``, ``bentoml build`` and deployment.
+workers, ``/livez``, ``/readyz``, ``/metrics``, ``bentoml build`` and deployment. The API routes
+reach that app through serving/fastpath.py, which does what BentoML's generic per-request
+middleware did for them (request metrics, access log, timeout) in one lean layer.
 Configuration is environment variables, parsed once (serving/config.py and the README).
 """
 

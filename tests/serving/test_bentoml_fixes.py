@@ -124,3 +124,22 @@ def test_the_service_module_installs_the_fix_in_every_worker():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_an_app_that_fails_before_answering_does_not_wait_for_the_timeout():
+    """BentoML's class waited the whole timeout (300 s) when the app raised before sending."""
+    import time
+
+    import pytest
+
+    async def broken(scope, receive, send):
+        raise RuntimeError("boom")
+
+    async def silent(scope, receive, send):
+        return None
+
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match="boom"):
+        asyncio.run(TimeoutMiddleware(broken, timeout=30)({"type": "http"}, None, None))
+    asyncio.run(TimeoutMiddleware(silent, timeout=30)({"type": "http"}, None, None))
+    assert time.perf_counter() - t0 < 5

@@ -137,3 +137,11 @@ def test_the_access_log_line_is_bentomls(caplog):
         r"127\.0\.0\.1:4321 \(scheme=http,method=POST,path=/generate\) \(status=418\) [\d.]+ms",
         line,
     )
+
+
+def test_a_timeout_error_of_the_handler_itself_is_a_500_not_the_request_timeout():
+    async def raises(scope, receive, send):
+        raise TimeoutError("the handler's own")
+
+    sent = _run(FastPath(_Outer(), raises, frozenset({"/generate"}), timeout=30))
+    assert sent[0]["status"] == 500
