@@ -234,6 +234,24 @@ class Server:
                 pass
         return total / 2**20
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the server's processes, all of them."""
+        import psutil
+
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return float("nan")
+        total = 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
     def batch_stats(self) -> tuple[float, float]:
         """(engine calls, rows) of the render batchers so far, from /metrics (0, 0 if none)."""
         import re
@@ -302,9 +320,11 @@ async def drive(url: str, model: str, clients: int, seconds: float, server, n: i
     calls0, rows0 = await asyncio.to_thread(server.batch_stats)
     conn = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(60)) as s:
+        cpu0 = server.cpu_seconds()
         t0 = time.perf_counter()
         await asyncio.gather(*(client(s) for _ in range(clients)), sample_rss())
         wall = time.perf_counter() - t0
+        cpu1 = server.cpu_seconds()
     calls1, rows1 = await asyncio.to_thread(server.batch_stats)
     lat = sorted(latencies)
     return {
@@ -317,6 +337,8 @@ async def drive(url: str, model: str, clients: int, seconds: float, server, n: i
         "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
         "mean_batch": (rows1 - rows0) / (calls1 - calls0) if calls1 > calls0 else None,
         "rss_peak_mb": rss_peak,
+        # the server's CPU per image returned (all its processes; the client is not counted)
+        "server_cpu_ms_per_image": 1000 * (cpu1 - cpu0) / (n * len(lat)) if lat else None,
     }
 
 
@@ -533,6 +555,11 @@ def main(argv=None) -> int:
     return 0
 
 
+def _ms(row: dict) -> str:
+    v = row.get("server_cpu_ms_per_image")
+    return "-" if v is None else f"{v:.2f}"
+
+
 def report(results: dict) -> None:
     print(
         f"\nServing load: {results['workers']} workers each, {results['seconds_per_level']:g} s per "
@@ -541,23 +568,23 @@ def report(results: dict) -> None:
     for sec in results["sections"]:
         p, g = by_clients(sec["plain"]["levels"]), by_clients(sec["ganforge"]["levels"])
         print(f"\n{sec['model']}")
-        print("| clients | plain img/s | p50 ms | ganforge img/s | p50 ms | p99 ms | mean batch "
-              "| ganforge / plain |")  # fmt: skip
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| clients | plain img/s | p50 ms | CPU ms/img | ganforge img/s | p50 ms | p99 ms "
+              "| CPU ms/img | mean batch | ganforge / plain |")  # fmt: skip
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for c in sorted(g):
             b = g[c]["mean_batch"]
             print(
-                f"| {c} | {p[c]['images_per_s']:.0f} | {p[c]['p50_ms']:.1f} | "
+                f"| {c} | {p[c]['images_per_s']:.0f} | {p[c]['p50_ms']:.1f} | {_ms(p[c])} | "
                 f"{g[c]['images_per_s']:.0f} | {g[c]['p50_ms']:.1f} | {g[c]['p99_ms']:.1f} | "
-                f"{'-' if b is None else f'{b:.1f}'} | {sec['ratio'][c]:.2f}x |"
+                f"{_ms(g[c])} | {'-' if b is None else f'{b:.1f}'} | {sec['ratio'][c]:.2f}x |"
             )
         for row in sec["ganforge"]["n8"]:
             c = row["clients"]
             b = row["mean_batch"]
             print(
-                f"| {c} x n=8 | ({p[c]['images_per_s']:.0f}) | | {row['images_per_s']:.0f} | "
-                f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {'-' if b is None else f'{b:.1f}'} "
-                f"| {sec['n8_vs_plain'][c]:.2f}x |"
+                f"| {c} x n=8 | ({p[c]['images_per_s']:.0f}) | | | {row['images_per_s']:.0f} | "
+                f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {_ms(row)} | "
+                f"{'-' if b is None else f'{b:.1f}'} | {sec['n8_vs_plain'][c]:.2f}x |"
             )
     first = results["sections"][0]["ganforge"]
     s = results["summary"]
