@@ -2,25 +2,28 @@
 
     python -m export.demo [--runs runs/demo] [--bundles bundles] [--port 3000] [--no-serve]
 
-1. train DCGAN, cGAN and StyleGAN-lite on digits (``training.demo``; finished runs are reused),
-2. reference statistics of the held-out digits (``gan-eval stats``),
-3. export + gate each run with the gate's default rules (``gan-export RUN --out BUNDLE --gate
-   --ref REF``; a bundle whose gate already passed, with today's rules, for the run's current
-   checkpoint is reused),
-4. serve the deployable bundles over HTTP (``python -m serving.demo``), printing curl examples.
+1. reference statistics of the held-out digits (``gan-eval stats``),
+2. train DCGAN, cGAN and StyleGAN-lite on digits (``training.demo``; finished runs are reused),
+   and export + gate each family as soon as it is trained, while the others still train, with
+   the gate's default rules (``gan-export RUN --out BUNDLE --gate --ref REF``; a bundle whose gate
+   already passed, with today's rules, for the run's current checkpoint is reused),
+3. serve the deployable bundles over HTTP (``python -m serving.demo``), printing curl examples.
 
-Each command is printed before it runs, so the demo doubles as a walk-through. The driver lives
-in ``export`` because it needs training (allowed: export -> training); serving runs as its own
-process, so no layer imports one above it.
+Each command is printed before it runs (an export's own output is printed in one piece when it
+ends, so that two of them do not interleave), so the demo doubles as a walk-through. The driver
+lives in ``export`` because it needs training (allowed: export -> training); serving runs as its
+own process, so no layer imports one above it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from export.errors import BundleError
@@ -38,6 +41,22 @@ def _bin(name: str) -> str:
 def _run(cmd: list[str]) -> int:
     print("\n$ " + " ".join(shlex.quote(c) for c in cmd), file=sys.stderr, flush=True)
     return subprocess.call(cmd)
+
+
+_PRINT = threading.Lock()
+
+
+def _run_quietly(cmd: list[str]) -> int:
+    """Like :func:`_run`, for commands that run beside others: the command is printed when it
+    starts, its output in one piece when it ends."""
+    with _PRINT:
+        print("\n$ " + " ".join(shlex.quote(c) for c in cmd), file=sys.stderr, flush=True)
+    env = {**os.environ, "TQDM_DISABLE": "1"}  # no progress bars in the captured output
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    with _PRINT:
+        print(f"[{Path(cmd[0]).name} {cmd[1]}]", file=sys.stderr)
+        print(done.stdout.rstrip(), file=sys.stderr, flush=True)
+    return done.returncode
 
 
 def _gate_is_current(bundle: Path, run_dir: Path) -> bool:
@@ -70,14 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.demo import train_demo_models
     from training.errors import UserError
 
-    print("== 1/4 train (reuses finished runs)", file=sys.stderr)
-    try:
-        runs = train_demo_models(a.runs)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-    print("\n== 2/4 reference statistics of the held-out digits", file=sys.stderr)
+    print("== 1/3 reference statistics of the held-out digits", file=sys.stderr)
     ref = Path(a.refs) / f"digits-{RESOLUTION}-heldout.npz"
     if ref.is_file():
         print(f"reusing {ref}", file=sys.stderr)
@@ -87,33 +99,29 @@ def main(argv: list[str] | None = None) -> int:
         if _run([*cmd, "--split", "heldout", "--out", str(ref)]):
             return 2
 
-    print("\n== 3/4 export and gate", file=sys.stderr)
-    bundles: list[Path] = []
-    failed: list[str] = []
-    for kind, run_dir in runs.items():
+    print(
+        "\n== 2/3 train (reuses finished runs); export and gate each family once trained",
+        file=sys.stderr,
+    )
+    gated: dict[str, bool] = {}
+
+    def export_and_gate(kind: str, run_dir: Path) -> None:
         bundle = Path(a.bundles) / f"digits-{kind}"
         if _gate_is_current(bundle, run_dir):
-            print(f"{kind}: reusing gated bundle {bundle}", file=sys.stderr)
-            bundles.append(bundle)
-            continue
-        rc = _run(
-            [
-                _bin("gan-export"),
-                str(run_dir),
-                "--out",
-                str(bundle),
-                "--overwrite",
-                "--calibration-n",
-                str(CALIBRATION_N),
-                "--gate",
-                "--ref",
-                str(ref),
-            ]
-        )
-        if rc == 0:
-            bundles.append(bundle)
-        else:
-            failed.append(kind)
+            print(f"{kind}: reusing gated bundle {bundle}", file=sys.stderr, flush=True)
+            gated[kind] = True
+            return
+        cmd = [_bin("gan-export"), str(run_dir), "--out", str(bundle), "--overwrite",
+               "--calibration-n", str(CALIBRATION_N), "--gate", "--ref", str(ref)]  # fmt: skip
+        gated[kind] = _run_quietly(cmd) == 0
+
+    try:
+        runs = train_demo_models(a.runs, after=export_and_gate)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    bundles = [Path(a.bundles) / f"digits-{k}" for k in runs if gated.get(k)]
+    failed = [k for k in runs if not gated.get(k)]
     for kind in runs:
         bundle = Path(a.bundles) / f"digits-{kind}"
         if not (bundle / "gate.json").is_file():
@@ -130,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.no_serve:
         return 0
 
-    print("\n== 4/4 serve (Ctrl-C to stop)", file=sys.stderr)
+    print("\n== 3/3 serve (Ctrl-C to stop)", file=sys.stderr)
     return _run([sys.executable, "-m", "serving.demo", *map(str, bundles), "--port", str(a.port)])
 
 

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -100,26 +101,34 @@ def train_demo_models(
     progress: bool | None = None,
     jobs: int = DEMO_JOBS,
     options: dict[str, dict[str, Any]] | None = None,
+    after: Callable[[str, Path], Any] | None = None,
 ) -> dict[str, Path]:
     """Train (or reuse, or finish) one digits run per family under ``out_dir``; returns
     ``{kind: run_dir}`` in the order of ``kinds``. ``jobs`` > 1 trains that many families at
     once, each in its own process with ``cores // jobs`` torch threads. Runs keep
-    ``checkpoints/best.pt`` by the online FD-classifier."""
+    ``checkpoints/best.pt`` by the online FD-classifier. ``after(kind, run_dir)`` runs in the
+    same worker as soon as that family is trained, while the others still train (the demo
+    exports and gates each bundle there)."""
     out_dir = Path(out_dir)
     options = DEMO_OPTIONS if options is None else options
     runs = {kind: out_dir / f"{kind}-digits" for kind in kinds}
     todo = [k for k in TRAIN_ORDER if k in runs] + [k for k in kinds if k not in TRAIN_ORDER]
+    then = after or (lambda kind, run_dir: None)
     if jobs <= 1 or len(kinds) == 1:
         for kind in todo:
             train_one(kind, runs[kind], options[kind], seed, progress)
+            then(kind, runs[kind])
         return runs
     if any(options[k].get("eval_every", 1) for k in kinds):
         _prepare_classifier()
     threads = max(1, (os.cpu_count() or 1) // jobs)
+
+    def job(kind: str) -> None:
+        _train_in_subprocess(kind, runs[kind], options[kind], seed, threads)
+        then(kind, runs[kind])
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [
-            pool.submit(_train_in_subprocess, k, runs[k], options[k], seed, threads) for k in todo
-        ]
+        futures = [pool.submit(job, k) for k in todo]
         for f in futures:
             f.result()
     return runs

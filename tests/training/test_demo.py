@@ -27,8 +27,16 @@ def test_train_demo_models_reuses_finished_runs(tmp_path, monkeypatch):
 def test_families_train_side_by_side_in_worker_processes(tmp_path):
     """jobs=2: each family trains in its own process, with the options it was given."""
     options = {k: {**TINY, "augment": "translation"} for k in ("dcgan", "cgan")}
-    runs = demo.train_demo_models(tmp_path, kinds=("dcgan", "cgan"), jobs=2, options=options)
+    after = []  # the demo exports and gates each family there, while the other still trains
+
+    def record(kind, run_dir):
+        after.append((kind, demo._finished(run_dir)))
+
+    runs = demo.train_demo_models(
+        tmp_path, kinds=("dcgan", "cgan"), jobs=2, options=options, after=record
+    )
     assert list(runs) == ["dcgan", "cgan"]
+    assert sorted(after) == [("cgan", True), ("dcgan", True)]  # once each, once trained
     for kind, run_dir in runs.items():
         assert demo._finished(run_dir)
         config = json.loads((run_dir / "config.json").read_text())
