@@ -218,24 +218,8 @@ class Server:
             time.sleep(0.5)
         raise SystemExit(f"{self.kind} server not ready in time")
 
-    def rss_mb(self) -> float:
-        import psutil
-
-        try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return float("nan")
-        total = 0
-        for p in procs:
-            try:
-                total += p.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        return total / 2**20
-
-    def cpu_seconds(self) -> float:
-        """CPU time (user + system) used so far by the server's processes, all of them."""
+    def _tree_sum(self, of) -> float:
+        """``of(process)`` summed over the server's processes (nan once the server is gone)."""
         import psutil
 
         try:
@@ -246,11 +230,17 @@ class Server:
         total = 0.0
         for p in procs:
             try:
-                t = p.cpu_times()
-                total += t.user + t.system
+                total += of(p)
             except psutil.NoSuchProcess:
                 pass
         return total
+
+    def rss_mb(self) -> float:
+        return self._tree_sum(lambda p: p.memory_info().rss) / 2**20
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the server's processes, all of them."""
+        return self._tree_sum(lambda p: sum(p.cpu_times()[:2]))
 
     def batch_stats(self) -> tuple[float, float]:
         """(engine calls, rows) of the render batchers so far, from /metrics (0, 0 if none)."""
