@@ -38,8 +38,12 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
-def _run(cmd: list[str]) -> int:
+def _show(cmd: list[str]) -> None:
     print("\n$ " + " ".join(shlex.quote(c) for c in cmd), file=sys.stderr, flush=True)
+
+
+def _run(cmd: list[str]) -> int:
+    _show(cmd)
     return subprocess.call(cmd)
 
 
@@ -50,7 +54,7 @@ def _run_quietly(cmd: list[str]) -> int:
     """Like :func:`_run`, for commands that run beside others: the command is printed when it
     starts, its output in one piece when it ends."""
     with _PRINT:
-        print("\n$ " + " ".join(shlex.quote(c) for c in cmd), file=sys.stderr, flush=True)
+        _show(cmd)
     env = {**os.environ, "TQDM_DISABLE": "1"}  # no progress bars in the captured output
     done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     with _PRINT:

@@ -82,7 +82,7 @@ class MicroBatcher:
                 raise self._error(rows, 1, exc) from None
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self.pending.append((len(inputs[0]), inputs, future))
+        self.pending.append((rows, inputs, future))
         if not self._scheduled and not self.busy:  # let this loop iteration's requests join
             self._scheduled = True
             loop.call_soon(self._dispatch)
@@ -107,7 +107,7 @@ class MicroBatcher:
             return
         rows = sum(j[0] for j in jobs)
         if rows <= self.inline_rows and self.alone():
-            self._finish(jobs, rows, lambda inputs: self.run(*inputs))
+            self._finish(jobs, rows)
             if self.pending and not self._scheduled:
                 self._scheduled = True
                 asyncio.get_running_loop().call_soon(self._dispatch)
@@ -134,10 +134,10 @@ class MicroBatcher:
             self.busy = False
             self._dispatch()
 
-    def _finish(self, jobs, rows: int, run: Callable[[list], tuple[np.ndarray, ...]]) -> None:
+    def _finish(self, jobs, rows: int) -> None:
         """Run one call here, on the loop, and answer its requests."""
         try:
-            outputs = run(self._inputs(jobs, rows))
+            outputs = self.run(*self._inputs(jobs, rows))
         except Exception as exc:
             self._fail(jobs, rows, exc)
             return

@@ -108,28 +108,31 @@ class FastPath:
     def __init__(self, app: Any, api: Any, paths: frozenset[str], timeout: float | None) -> None:
         self.app, self.api, self.paths, self.timeout = app, api, paths, timeout
         self.metrics: _Metrics | None = None
-        self.ready = False
+        self.fast: bool | None = (
+            None  # decided at the first API request (then BentoML's stack is built)
+        )
         self.access = False
 
     def __getattr__(self, name: str) -> Any:  # the wrapped Starlette app's attributes (state, ...)
         return getattr(self.__dict__["app"], name)
 
     def _setup(self) -> bool:
-        """Find BentoML's metrics layer in the stack it built (the lifespan call builds it)."""
+        """Find BentoML's metrics layer in the stack it built (the lifespan call builds it).
+        False, once and for all, when its metrics are of another shape than the ones
+        reproduced here: the API routes then take BentoML's full stack."""
         layer = find_layer(self.app, "RunnerTrafficMetricsMiddleware")
         if layer is None and find_layer(self.app, "HTTPTrafficMetricsMiddleware") is not None:
-            return False  # metrics of another shape than the ones reproduced here: full path
+            return False
         self.metrics = _Metrics(layer) if layer is not None else None
         self.access = find_layer(self.app, "AccessLogMiddleware") is not None
-        self.ready = True
         return True
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths:
             return await self.app(scope, receive, send)
-        if not self.ready and (
-            getattr(self.app, "middleware_stack", None) is None or not self._setup()
-        ):
+        if self.fast is None and getattr(self.app, "middleware_stack", None) is not None:
+            self.fast = self._setup()
+        if not self.fast:
             return await self.app(scope, receive, send)
         endpoint = scope["path"]
         start = time.perf_counter()

@@ -11,11 +11,10 @@ import hmac
 import json
 from typing import Any
 
+from serving.app import PAGE
+
 # The probes, and the playground page's files (no data in them; the page sends the key it is given).
-OPEN_PATHS = frozenset(
-    {"/livez", "/readyz", "/healthz"}
-    | {"/playground", "/playground/playground.js", "/playground/playground.css"}
-)
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", *PAGE})
 
 
 async def _json(send, status: int, body: dict[str, Any], headers: list | None = None) -> None:
