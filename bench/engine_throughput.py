@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import platform
 import statistics
@@ -33,7 +32,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.config import ModelConfig  # noqa: E402
+from training.config import ModelConfig, write_json_atomic  # noqa: E402
 from training.models import build_generator  # noqa: E402
 
 BATCHES = (1, 8, 64)
@@ -282,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(out, report)
     print(f"\nwrote {out}", file=sys.stderr)
     return 0
 

@@ -11,7 +11,6 @@ timed once, no scipy comparison.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -23,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from training.config import ModelConfig  # noqa: E402
+from training.config import ModelConfig, write_json_atomic  # noqa: E402
 from training.eval.features import get_extractor  # noqa: E402
 from training.eval.fid import frechet_distance  # noqa: E402
 from training.eval.score import generate_images, reference_stats, score_images  # noqa: E402
@@ -129,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(out, result)
     print(f"\nwrote {out}")
     ok = total <= 30 and t_fd <= 2
     print("goals met" if ok else "goal missed (see load average: the machine may be shared)")

@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from training import viz  # noqa: E402
 from training.checkpoint import load_run  # noqa: E402
+from training.config import write_json_atomic  # noqa: E402
 from training.demo import DEMO_JOBS, DEMO_OPTIONS, train_demo_models  # noqa: E402
 from training.eval.features import get_extractor  # noqa: E402
 from training.eval.fid import frechet_distance  # noqa: E402
@@ -106,9 +107,7 @@ def save_docs_grid(run_dir: Path, kind: str, path: Path, scale: int = 4) -> None
 
 def write_results(out: Path, results: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".quality.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2, default=float) + "\n")
-    tmp.replace(out / "quality.json")
+    write_json_atomic(out / "quality.json", results, default=float)
 
 
 def fmt(v, spec=".2f") -> str:

@@ -540,7 +540,9 @@ def main(argv=None) -> int:
     results["loadavg_after"] = os.getloadavg()
     report(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=str))
+    from training.config import write_json_atomic
+
+    write_json_atomic(args.out, results, default=str)
     print(f"wrote {args.out}")
     return 0
 

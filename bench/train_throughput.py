@@ -36,6 +36,8 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from training.config import write_json_atomic  # noqa: E402
+
 BATCH = 64
 
 
@@ -328,7 +330,7 @@ def main(argv=None) -> int:
     }
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(out, report)
     print("| model | resolution | batch | img/s (median) | peak RSS (MiB) |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
@@ -355,7 +357,7 @@ def ddp_main(steps: int, repeats: int, out: Path) -> int:
         "rows": rows,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(out, report)
     print("| processes x threads | img/s (median, global batch 64) | peak RSS rank 0 (MiB) |")
     print("|---|---:|---:|")
     for r in rows:

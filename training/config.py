@@ -105,12 +105,13 @@ def validate_model_config(cfg: ModelConfig) -> None:
         raise UserError(f"d_norm {cfg.d_norm!r} not allowed; use 'batch' or 'none'")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via a temp file + rename so readers never see half a file."""
+def write_json_atomic(path: Path, data: Any, default: Any = None) -> None:
+    """Write JSON via a temp file + rename so readers never see half a file (``default`` as in
+    :func:`json.dump`, for values JSON has no type for)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
+        json.dump(data, f, indent=2, default=default)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
