@@ -8,9 +8,11 @@ Rules (also written into every bundle's manifest):
 
 - seed -> z: ``numpy.random.Generator(numpy.random.PCG64(seed)).standard_normal(latent_dim,
   dtype=numpy.float32)``.
-- DCGAN/cGAN truncation ψ in (0, 1]: truncated-normal resampling of z with threshold τ = 2ψ:
+- DCGAN/cGAN truncation ψ in [0.05, 1]: truncated-normal resampling of z with threshold τ = 2ψ:
   every component with ``|z_i| > τ`` is redrawn, in index order, from the *same* per-seed generator
-  until all components satisfy ``|z_i| ≤ τ``. ψ = 1 means no truncation (z is used as drawn).
+  until all components satisfy ``|z_i| ≤ τ``. ψ = 1 means no truncation (z is used as drawn). The
+  floor bounds the work: the redraws per component grow as 1/τ (ψ = 0.05: about 0.3 ms for a
+  128-dim z; ψ = 1e-6 would redraw for minutes, holding a serving worker's event loop).
 - StyleGAN-lite truncation: ``w = w_avg + ψ (w − w_avg)``, on every layer or only on the first
   ``cutoff`` style layers.
 - Class labels for a conditional model when no class is asked for: ``seed % num_classes``.
@@ -33,7 +35,7 @@ SEED_RULE = (
     ".standard_normal(latent_dim, dtype=numpy.float32)"
 )
 TRUNCATION_RULE_Z = (
-    "psi in (0, 1]; psi == 1: no truncation. psi < 1: threshold tau = 2*psi; while any |z_i| > tau, "
+    "psi in [0.05, 1]; psi == 1: no truncation. psi < 1: threshold tau = 2*psi; while any |z_i| > tau, "
     "redraw those components (in index order) with the same per-seed generator's "
     "standard_normal(count, dtype=float32)"
 )
@@ -43,6 +45,7 @@ TRUNCATION_RULE_W = (
 )
 LABEL_RULE = "label = seed % num_classes when no class is requested"
 MAX_SEED = 2**63 - 1
+MIN_TRUNCATION_Z = 0.05  # DCGAN/cGAN: the smallest psi (see the truncation rule above)
 MAX_SEEDS = 1_000_000
 
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
@@ -116,7 +119,7 @@ def parse_styles(text: str, num_ws: int, style_ranges: dict[str, Sequence[int]] 
 
 
 def check_truncation(psi: float, kind: str, has_w_avg: bool = True) -> float:
-    """The truncation range, the one place it is checked: DCGAN/cGAN ``0 < psi <= 1``,
+    """The truncation range, the one place it is checked: DCGAN/cGAN ``0.05 <= psi <= 1``,
     StyleGAN-lite ``-2 <= psi <= 2`` (and ``psi != 1`` needs the bundle's ``w_avg``)."""
     psi = _check_psi(psi, kind)
     if kind == "stylegan" and psi != 1.0 and not has_w_avg:
@@ -128,9 +131,10 @@ def _check_psi(psi: float, kind: str) -> float:
     psi = float(psi)
     if not math.isfinite(psi):
         raise ExportError(f"truncation {psi} is not a finite number")
-    if kind in ("dcgan", "cgan") and not 0.0 < psi <= 1.0:
+    if kind in ("dcgan", "cgan") and not MIN_TRUNCATION_Z <= psi <= 1.0:
         raise ExportError(
-            f"truncation {psi} not allowed for {kind}: use 0 < psi <= 1 (1 = no truncation)"
+            f"truncation {psi} not allowed for {kind}: use {MIN_TRUNCATION_Z} <= psi <= 1 "
+            "(1 = no truncation)"
         )
     if kind == "stylegan" and not -2.0 <= psi <= 2.0:
         raise ExportError(f"truncation {psi} not allowed: use -2 <= psi <= 2 (1 = no truncation)")

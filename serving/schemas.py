@@ -21,7 +21,7 @@ Truncation = Annotated[
         ge=-2.0,
         le=2.0,
         allow_inf_nan=False,
-        description="1 = no truncation; DCGAN/cGAN allow 0 < psi <= 1, StyleGAN-lite -2..2",
+        description="1 = no truncation; DCGAN/cGAN allow 0.05 <= psi <= 1, StyleGAN-lite -2..2",
     ),
 ]
 ClassLabel = StrictInt | str

@@ -306,13 +306,13 @@
       if (k === "gate") dd.className = model.gate && model.gate.passed ? "pass" : "fail";
       info.append(dt, dd);
     }
-    // truncation: DCGAN/cGAN 0 < psi <= 1, StyleGAN-lite -2..2
+    // truncation: DCGAN/cGAN 0.05 <= psi <= 1, StyleGAN-lite -2..2
     const slider = $("#truncation");
     const style = model.kind === "stylegan";
     slider.min = style ? "-2" : "0.05";
     slider.max = style ? "2" : "1";
     if (truncation() > Number(slider.max) || truncation() < Number(slider.min)) slider.value = "1";
-    $("#truncation-hint").textContent = style ? "−2…2, 1 = none" : "0 < ψ ≤ 1, 1 = none";
+    $("#truncation-hint").textContent = style ? "−2…2, 1 = none" : "0.05 ≤ ψ ≤ 1, 1 = none";
     showTruncation();
     // filters
     const method = $("#filter-method");

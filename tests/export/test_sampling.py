@@ -37,6 +37,17 @@ def test_z_truncation_resamples_tails_from_the_same_seed():
         sampling.z_from_seed(1, 8, truncation=1.5)
 
 
+def test_z_truncation_has_a_floor_that_bounds_its_work():
+    """Redraws per component grow as 1/psi: psi = 1e-300 (a valid float in (0, 1]) once kept a
+    serving worker's event loop redrawing without end. Below the floor is a clear error; at the
+    floor every component ends inside the threshold."""
+    for psi in (0.0, 1e-300, 1e-6, sampling.MIN_TRUNCATION_Z / 2):
+        with pytest.raises(ExportError, match=r"0\.05 <= psi <= 1"):
+            sampling.z_from_seed(1, 8, truncation=psi)
+    z = sampling.z_from_seeds(range(64), 128, sampling.MIN_TRUNCATION_Z)
+    assert np.abs(z).max() <= 2 * sampling.MIN_TRUNCATION_Z
+
+
 def test_truncate_w_with_cutoff():
     ws = np.ones((2, 6, 4), np.float32)
     avg = np.zeros(4, np.float32)

@@ -142,6 +142,19 @@ BAD = [
     ("/generate", {"model": "@dcgan", "seeds": [1, -2]}, 422, "seeds"),
     ("/generate", {"model": "@dcgan", "seeds": list(range(65))}, 422, "seeds"),
     ("/generate", {"model": "@dcgan", "truncation": 1.5}, 422, "truncation"),
+    # Once a hang: tiny psi made the truncated-normal redraw loop run for minutes on the event loop.
+    (
+        "/generate",
+        {"model": "@dcgan", "truncation": 1e-300, "filter": {"method": "drs"}},
+        422,
+        "truncation",
+    ),
+    (
+        "/generate_conditional",
+        {"model": "@cgan", "class_label": 1, "truncation": 0.01},
+        422,
+        "truncation",
+    ),
     ("/generate", {"model": "@dcgan", "truncation": "high"}, 422, "truncation"),
     ("/generate", {"model": "@stylegan", "truncation": 5}, 422, "truncation"),
     ("/generate", {"model": "@dcgan", "output": "zip"}, 422, "output"),
