@@ -40,6 +40,18 @@ def _untraced(*paths: str) -> dict[str, Any]:
     return {} if SETTINGS.tracing else {"tracing": {"excluded_urls": list(paths)}}
 
 
+def dump_stacks_on_sigusr1() -> None:
+    """``kill -USR1 <worker pid>`` writes every thread's Python stack to the worker's stderr (the
+    server's log): what a stuck or spinning worker is doing, without a debugger. Registered only
+    when nothing else handles SIGUSR1."""
+    import faulthandler
+    import signal
+    import sys
+
+    if hasattr(signal, "SIGUSR1") and signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL:
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+
+
 def check_device(settings) -> None:
     """GAN_DEVICE=cuda needs an ONNX Runtime with a CUDA provider that really runs: refuse to
     start otherwise (ORT silently falls back to CPU; the loader checks ``get_providers()``)."""
@@ -75,6 +87,7 @@ class GanService:
         check_device(settings)
 
     def __init__(self) -> None:
+        dump_stacks_on_sigusr1()
         settings = current()
         index = bentoml.server_context.worker_index
         device_id = worker_device_id(index)

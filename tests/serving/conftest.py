@@ -164,6 +164,19 @@ class Server:
     def logs(self) -> str:
         return self.log.read_text(errors="replace")[-6000:]
 
+    def workers(self) -> list[int]:
+        """PIDs of the service's worker processes (not the arbiter)."""
+        out = subprocess.run(["pgrep", "-g", str(self.proc.pid), "-f", "_bentoml_impl.worker"],
+                             capture_output=True, text=True).stdout  # fmt: skip
+        return [int(p) for p in out.split()]
+
+    def stacks(self) -> str:
+        """Every worker's thread stacks (SIGUSR1: serving/service.py), then the log's tail."""
+        for pid in self.workers():
+            os.kill(pid, signal.SIGUSR1)
+        time.sleep(1.0)
+        return self.log.read_text(errors="replace")[-20000:]
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)

@@ -172,6 +172,20 @@ def test_a_real_server_counts_api_requests_in_bentomls_request_metrics(server, n
     )
 
 
+def test_sigusr1_writes_every_workers_thread_stacks_and_the_server_keeps_serving(server, names):
+    """What a stuck worker is doing, without a debugger: each worker's main thread (in uvicorn's
+    loop) and its other threads, in the server log; no worker dies of the signal."""
+    workers = server.workers()
+    assert len(workers) == 2, workers
+    log = server.stacks()
+    dumps = log.split("(most recent call first):")
+    assert len(dumps) - 1 >= 2 * len(workers), log[-3000:]  # main + engine/AnyIO threads each
+    assert log.count("uvicorn/server.py") >= len(workers), log[-3000:]
+    assert sorted(server.workers()) == sorted(workers)
+    r = httpx.post(f"{server.url}/generate", json={"model": names["dcgan"]}, headers=AUTH)
+    assert r.status_code == 200
+
+
 def test_no_servable_bundle_means_no_server(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("GAN_")}
     env.update(GAN_BUNDLES=str(tmp_path / "nothing-here"), BENTOML_DO_NOT_TRACK="1")
