@@ -165,14 +165,24 @@ class Server:
         return self.log.read_text(errors="replace")[-6000:]
 
     def workers(self) -> list[int]:
-        """PIDs of the service's worker processes (not the arbiter)."""
-        out = subprocess.run(["pgrep", "-g", str(self.proc.pid), "-f", "_bentoml_impl.worker"],
+        """PIDs of the service's worker processes (children of ``bentoml serve``, each in its
+        own session)."""
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid), "-f", "_bentoml_impl.worker"],
                              capture_output=True, text=True).stdout  # fmt: skip
         return [int(p) for p in out.split()]
 
     def stacks(self) -> str:
-        """Every worker's thread stacks (SIGUSR1: serving/service.py), then the log's tail."""
-        for pid in self.workers():
+        """Every worker's thread stacks (SIGUSR1: serving/service.py), then the log's tail. Waits
+        until every worker has started (/readyz answers once one has; before its service is
+        built a worker has no handler and SIGUSR1 would end it)."""
+        workers = self.workers()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            started = self.log.read_text(errors="replace").count("Service gan_service initialized")
+            if started >= len(workers):
+                break
+            time.sleep(0.2)
+        for pid in workers:
             os.kill(pid, signal.SIGUSR1)
         time.sleep(1.0)
         return self.log.read_text(errors="replace")[-20000:]
