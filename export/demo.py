@@ -109,8 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     gated: dict[str, bool] = {}
 
+    def bundle_of(kind: str) -> Path:
+        return Path(a.bundles) / f"digits-{kind}"
+
     def export_and_gate(kind: str, run_dir: Path) -> None:
-        bundle = Path(a.bundles) / f"digits-{kind}"
+        bundle = bundle_of(kind)
         if _gate_is_current(bundle, run_dir):
             print(f"{kind}: reusing gated bundle {bundle}", file=sys.stderr, flush=True)
             gated[kind] = True
@@ -124,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    bundles = [Path(a.bundles) / f"digits-{k}" for k in runs if gated.get(k)]
+    bundles = [bundle_of(k) for k in runs if gated.get(k)]
     failed = [k for k in runs if not gated.get(k)]
     for kind in runs:
-        bundle = Path(a.bundles) / f"digits-{kind}"
+        bundle = bundle_of(kind)
         if not (bundle / "gate.json").is_file():
             continue
         gate = json.loads((bundle / "gate.json").read_text())

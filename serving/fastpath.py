@@ -108,9 +108,8 @@ class FastPath:
     def __init__(self, app: Any, api: Any, paths: frozenset[str], timeout: float | None) -> None:
         self.app, self.api, self.paths, self.timeout = app, api, paths, timeout
         self.metrics: _Metrics | None = None
-        self.fast: bool | None = (
-            None  # decided at the first API request (then BentoML's stack is built)
-        )
+        # Decided at the first API request, when BentoML's stack is built: see _setup.
+        self.fast: bool | None = None
         self.access = False
 
     def __getattr__(self, name: str) -> Any:  # the wrapped Starlette app's attributes (state, ...)

@@ -13,7 +13,10 @@ Configuration is environment variables, parsed once (serving/config.py and the R
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import signal
+import sys
 from typing import Any
 
 import bentoml
@@ -44,10 +47,6 @@ def dump_stacks_on_sigusr1() -> None:
     """``kill -USR1 <worker pid>`` writes every thread's Python stack to the worker's stderr (the
     server's log): what a stuck or spinning worker is doing, without a debugger. Registered only
     when nothing else handles SIGUSR1."""
-    import faulthandler
-    import signal
-    import sys
-
     if hasattr(signal, "SIGUSR1") and signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL:
         faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
 
