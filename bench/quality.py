@@ -83,7 +83,8 @@ def score_run(run_dir: Path, ref, n: int, floor: float) -> dict:
 
 
 def save_docs_grid(run_dir: Path, kind: str, path: Path, scale: int = 4) -> None:
-    """A sample grid of the final G_ema (cGAN: one row per class), upscaled ``scale``x nearest."""
+    """A sample grid of the final G_ema (cGAN: one row per class; DCGAN with a latent code: one
+    row per code value), upscaled ``scale``x nearest."""
     from PIL import Image
 
     run = load_run(run_dir, "latest")
@@ -95,6 +96,12 @@ def save_docs_grid(run_dir: Path, kind: str, path: Path, scale: int = 4) -> None
             images = run.G_ema(
                 torch.randn(len(labels), run.model_cfg.latent_dim, generator=g), labels
             )
+        elif run.model_cfg.latent_code:  # one row per value of the DCGAN's InfoGAN code
+            from training.models.dcgan import with_code
+
+            k = run.model_cfg.latent_code
+            z = torch.randn(10 * k, run.model_cfg.latent_dim, generator=g)
+            images = run.G_ema(with_code(z, torch.arange(k).repeat_interleave(10), k))
         else:
             images = run.G_ema(torch.randn(80, run.model_cfg.latent_dim, generator=g))
     grid = viz.grid_image(images.float().clamp(-1, 1), 10)

@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--mode-seeking", type=float,
       help=_d("weight of MSGAN's mode-seeking term in G's loss (spreads samples of a class)",
               "mode_seeking"))  # fmt: skip
+    a("--latent-code", type=int,
+      help=_d("dcgan: values of an InfoGAN categorical code read from z (D must recover it; "
+              "10 on digits: one mode per value instead of blends between digits); 0 = off",
+              "latent_code"))  # fmt: skip
+    a("--code-weight", type=float,
+      help=_d("weight of the InfoGAN code loss (with --latent-code)", "code_weight"))  # fmt: skip
     a("--ema-kimg", type=float, help=_d("G_ema half-life in kimg", "ema_kimg"))
     a("--style-mixing", type=float, help=_d("stylegan style-mixing probability", "style_mixing"))
     a("--g-width", type=int,

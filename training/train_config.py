@@ -41,6 +41,7 @@ class TrainConfig:
     augment: str = ""  # DiffAugment policies for D's inputs, e.g. "translation,cutout"
     xflip: bool = False  # random left-right flips of D's inputs (off: digits are not symmetric)
     mode_seeking: float = 0.0  # weight of the mode-seeking term in G's loss (MSGAN; 0: off)
+    code_weight: float = 0.5  # InfoGAN code loss weight (dcgan --latent-code; digits: 0.5 > 1, 0.3)
     ema_kimg: float = 10.0  # half-life of the EMA generator in thousands of images
     ema_rampup: float | None = 0.05  # half-life <= rampup * images seen (fast start)
     style_mixing: float = 0.9  # StyleGAN-lite style-mixing probability
@@ -97,7 +98,7 @@ LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
 # Digits has a cheap in-house classifier, so its runs keep best.pt by FD-classifier by default.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {"digits": {"eval_every": 250}}
 MODEL_FIELDS = ("g_width", "d_width", "latent_dim", "max_width", "w_dim", "mapping_layers")
-MODEL_FIELDS += ("d_norm", "spectral_norm", "g_cond")
+MODEL_FIELDS += ("d_norm", "spectral_norm", "g_cond", "latent_code")
 # Settings a resumed run may change: they do not alter the trajectory of the weights.
 RESUMABLE_OVERRIDES = {
     "kimg",
@@ -161,6 +162,7 @@ def validate_train_config(cfg: TrainConfig, world: int = 1) -> None:
             if world > 1
             else f"--mode-seeking pairs the batch: use an even --batch-size, not {cfg.batch_size}",
         ),
+        (cfg.code_weight >= 0, f"--code-weight must be >= 0, got {cfg.code_weight}"),
         (cfg.r1_gamma >= 0 and cfg.r1_every >= 1, "--r1-gamma must be >= 0, --r1-every >= 1"),
         (0 <= cfg.style_mixing <= 1, "--style-mixing must be in [0, 1]"),
         (cfg.ema_kimg >= 0, "--ema-kimg must be >= 0"),

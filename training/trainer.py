@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from training import distributed, viz
@@ -53,6 +54,7 @@ from training.datasets import GanDataset, load_dataset
 from training.distributed import Dist
 from training.errors import TrainingDiverged, UserError
 from training.models import build_models
+from training.models.dcgan import latent_code, with_code
 from training.train_config import (
     RESUMABLE_OVERRIDES,
     TrainConfig,
@@ -257,13 +259,16 @@ class Trainer:
     def _fixed_latents(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Latents for sample grids: the same every time so grids show progress, not luck."""
         g = torch.Generator().manual_seed(self.cfg.seed + 12345)
+        code = self.model_cfg.latent_code
         if self.conditional:
             rows, cols = self.model_cfg.num_classes, 8
             labels = torch.arange(rows).repeat_interleave(cols)
         else:
-            rows, cols = 8, 8
+            rows, cols = (code, 8) if code else (8, 8)
             labels = None
         z = torch.randn(rows * cols, self.model_cfg.latent_dim, generator=g)
+        if code:  # one row per value of the InfoGAN code
+            z = with_code(z, torch.arange(rows).repeat_interleave(cols), code)
         self.grid_cols = cols
         return z.to(self.device), None if labels is None else labels.to(self.device)
 
@@ -344,15 +349,28 @@ class Trainer:
             return 0.5 * self.cfg.r1_gamma * self.cfg.r1_every * r1, "r1"
         return None, ""
 
-    def d_step(self, real, labels, fake, fake_labels) -> dict[str, torch.Tensor]:
+    def D_fake(self, fake, fake_labels, z) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's logits on (what D sees of) fake images, and with ``latent_code`` the InfoGAN
+        code loss: cross-entropy of D's code head against the code G was given."""
+        x = self.d_input(fake)
+        if not self.model_cfg.latent_code:
+            return self.D_call(x, fake_labels), None
+        logits, code_logits = self.D.forward_with_code(x)
+        code = latent_code(z, self.model_cfg.latent_code)
+        return logits.float(), F.cross_entropy(code_logits.float(), code)
+
+    def d_step(self, real, labels, fake, fake_labels, z) -> dict[str, torch.Tensor]:
         """One discriminator update: D on real, D on fake (detached), step D."""
         with self.autocast():
             real_logits = self.D_call(self.d_input(real), labels)
-            fake_logits = self.D_call(self.d_input(fake), fake_labels)
+            fake_logits, code_loss = self.D_fake(fake, fake_labels, z)
             loss_D = self.loss.d_loss(real_logits, fake_logits, self.cfg.label_smoothing)
         penalty, name = self.d_penalty(real, labels, fake, fake_labels)
         self.opt_D.zero_grad(set_to_none=True)
-        (loss_D if penalty is None else loss_D + penalty).backward()
+        total = loss_D if penalty is None else loss_D + penalty
+        if code_loss is not None:
+            total = total + self.cfg.code_weight * code_loss
+        total.backward()
         self.dist.average_grads(self.D)
         self.opt_D.step()
         stats = {
@@ -362,14 +380,19 @@ class Trainer:
         }
         if penalty is not None:
             stats[name] = penalty.detach()
+        if code_loss is not None:
+            stats["loss_code"] = code_loss.detach()
         return stats
 
     def g_step(self, fake, fake_labels, z) -> dict[str, torch.Tensor]:
         """One generator update: G against the (just updated) D, step G."""
         L.requires_grad(self.D, False)  # D's weight grads are not needed here
         with self.autocast():
-            loss_G = self.loss.g_loss(self.D_call(self.d_input(fake), fake_labels))
+            fake_logits, code_loss = self.D_fake(fake, fake_labels, z)
+            loss_G = self.loss.g_loss(fake_logits)
         loss = loss_G
+        if code_loss is not None:
+            loss = loss + self.cfg.code_weight * code_loss
         if self.cfg.mode_seeking > 0:
             loss = loss + self.cfg.mode_seeking * L.mode_seeking(fake.float(), z)
         self.opt_G.zero_grad(set_to_none=True)
@@ -394,7 +417,7 @@ class Trainer:
             with torch.set_grad_enabled(i == self.cfg.n_critic - 1), self.autocast():
                 z, fake_labels = self.sample_latents(n)
                 fake = self.generate(z, fake_labels)
-            stats = self.d_step(real, labels, fake.detach(), fake_labels)
+            stats = self.d_step(real, labels, fake.detach(), fake_labels, z)
         stats.update(self.g_step(fake, fake_labels, z))
         self.step += 1
         self.dist.average_buffers(self.G)

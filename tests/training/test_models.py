@@ -1,6 +1,7 @@
 """Every family builds, runs forward and backward at two resolutions; configs round-trip."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -119,3 +120,81 @@ def test_conditional_batchnorm_cgan_exports_with_parity(tmp_path):
     assert [(i["name"], i["dtype"]) for i in inputs] == [("z", "float32"), ("label", "int64")]
     assert 0 <= m["parity"]["max_abs_diff"] <= 1e-4
     print(f"\ncbn cgan ONNX parity: max abs diff {m['parity']['max_abs_diff']:.2e}")
+
+
+def test_latent_code_is_read_from_z_and_uniform_with_or_without_truncation():
+    from gancore.sampling import z_from_seeds
+    from training.models.dcgan import latent_code, with_code
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(20_000, 16, generator=g)
+    # The seeds the server turns into z, plain and truncated (the rule every bundle follows).
+    served = torch.from_numpy(z_from_seeds(range(20_000), 16, truncation=0.5))
+    assert served.abs().max() <= 1.0
+    for draws in (z, served):
+        counts = torch.bincount(latent_code(draws, 10), minlength=10)
+        assert counts.shape == (10,) and counts.min() > 1_800 and counts.max() < 2_200, counts
+    code = torch.arange(10).repeat(4)
+    moved = with_code(z[:40], code, 10)
+    assert torch.equal(latent_code(moved, 10), code)
+    # Only the first 10 components are permuted, within each row.
+    assert torch.equal(moved[:, 10:], z[:40, 10:])
+    assert torch.equal(moved[:, :10].sort(dim=1).values, z[:40, :10].sort(dim=1).values)
+
+
+def test_dcgan_with_a_latent_code_feeds_it_to_g_and_gives_d_a_code_head():
+    from training.models.dcgan import latent_code, with_code
+
+    torch.manual_seed(0)
+    cfg = _cfg("dcgan", 32, latent_code=10)
+    G, D = build_models(cfg)
+    G.eval()
+    z = with_code(torch.randn(4, 16), torch.tensor([0, 3, 7, 9]), 10)
+    # G's input is z joined to the embedding of the code it reads from z, nothing else.
+    code_input = G.code_embed.weight[torch.tensor([0, 3, 7, 9])]
+    manual = G.main(torch.cat([z, code_input], dim=1)[:, :, None, None])
+    assert torch.equal(G(z), manual) and G.main[0].in_channels == 16 + 10
+    x = torch.randn(5, 1, 32, 32)
+    logit, code_logits = D.forward_with_code(x)
+    assert torch.equal(logit, D(x)) and code_logits.shape == (5, 10)
+    assert latent_code(torch.randn(5, 16), 10).dtype == torch.int64
+    plain_g, plain_d = build_models(_cfg("dcgan", 32))
+    assert plain_g.code_embed is None and plain_d.code_head is None
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"kind": "cgan", "num_classes": 10, "latent_code": 10}, "latent_code 10 not allowed"),
+        ({"kind": "stylegan", "latent_code": 10}, "it is a dcgan option"),
+        ({"kind": "dcgan", "latent_code": 1}, "from 2 to latent_dim"),
+        ({"kind": "dcgan", "latent_code": 20, "latent_dim": 16}, "latent_dim (16)"),
+    ],
+)
+def test_latent_code_is_validated(kw, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        ModelConfig(**kw)
+
+
+def test_dcgan_with_a_latent_code_trains_logs_and_exports_with_parity(tmp_path):
+    """A run with --latent-code logs D's code loss, draws its sample grid one row per code
+    value, and exports as generator(z) alone, matching eager within tolerance."""
+    from export.exporter import export_run
+    from tests.conftest import train_run
+
+    run = train_run("dcgan", tmp_path / "run", latent_code=10, log_every=1)
+    assert json.loads((run / "config.json").read_text())["model"]["latent_code"] == 10
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    code_losses = [r["loss_code"] for r in records if "loss_code" in r]
+    # Cross-entropy over 10 values: about ln 10 = 2.3 before D has learnt to read the code.
+    assert code_losses and all(0 < v < 5 for v in code_losses), code_losses
+    from PIL import Image
+
+    # 8 columns and 10 rows (one per code value) of equal cells, where a plain DCGAN has 8 x 8.
+    width, height = Image.open(sorted((run / "samples").glob("grid-*.png"))[-1]).size
+    assert (width - 2) / 8 == (height - 2) / 10, (width, height)
+    bundle = export_run(run, tmp_path / "bundle", formats=("onnx",))
+    m = json.loads((bundle / "manifest.json").read_text())
+    inputs = m["graphs"]["generator"]["inputs"]
+    assert [(i["name"], i["dtype"]) for i in inputs] == [("z", "float32")]
+    assert 0 <= m["parity"]["max_abs_diff"] <= 1e-4

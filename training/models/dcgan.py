@@ -18,13 +18,37 @@ def _sn(module: nn.Module, enabled: bool) -> nn.Module:
     return nn.utils.parametrizations.spectral_norm(module) if enabled else module
 
 
+def latent_code(z: torch.Tensor, values: int) -> torch.Tensor:
+    """The categorical code a DCGAN with ``latent_code`` reads from z: the argmax of its first
+    ``values`` components. Uniform over the values for any z with i.i.d. symmetric components,
+    truncated or not."""
+    return z[:, :values].argmax(dim=1)
+
+
+def with_code(z: torch.Tensor, code: torch.Tensor, values: int) -> torch.Tensor:
+    """``z`` with its first ``values`` components permuted so that :func:`latent_code` reads
+    ``code`` from each row: the row's largest of them swaps places with component ``code``. For
+    i.i.d. z this draws z given its code, e.g. a sample grid with one row per code value."""
+    rows = torch.arange(z.shape[0], device=z.device)
+    top = latent_code(z, values)
+    out = z.clone()
+    out[rows, code] = z[rows, top]
+    out[rows, top] = z[rows, code]
+    return out
+
+
 class DCGANGenerator(nn.Module):
     """z [N, latent] (+ optional conditioning input) -> image [N, C, R, R] in [-1, 1]."""
 
     def __init__(self, cfg: ModelConfig, in_dim: int | None = None):
         super().__init__()
         self.cfg = cfg
-        in_dim = cfg.latent_dim if in_dim is None else in_dim
+        self.code_embed = None
+        if in_dim is None:
+            in_dim = cfg.latent_dim
+            if cfg.latent_code:
+                self.code_embed = nn.Embedding(cfg.latent_code, cfg.latent_code)
+                in_dim += cfg.latent_code
         layers: list[nn.Module] = []
         res = 4
         c = _width(cfg, cfg.g_width, res)
@@ -46,6 +70,8 @@ class DCGANGenerator(nn.Module):
         self.main = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.code_embed is not None:
+            z = torch.cat([z, self.code_embed(latent_code(z, self.cfg.latent_code))], dim=1)
         return self.main(z[:, :, None, None])
 
 
@@ -87,9 +113,18 @@ class DCGANDiscriminator(nn.Module):
         self.head = _sn(
             nn.Conv2d(self.body.out_channels, 1, 4, 1, 0, bias=False), cfg.spectral_norm
         )
+        # InfoGAN's Q: the code's logits from D's features (only with cfg.latent_code).
+        self.code_head = None
+        if cfg.latent_code:
+            self.code_head = nn.Conv2d(self.body.out_channels, cfg.latent_code, 4, 1, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x)).flatten(1).squeeze(1)
+
+    def forward_with_code(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logit [N], code logits [N, latent_code]) from one pass through the body."""
+        h = self.body(x)
+        return self.head(h).flatten(1).squeeze(1), self.code_head(h).flatten(1)
 
 
 class CGANGenerator(nn.Module):
