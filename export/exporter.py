@@ -554,6 +554,9 @@ def _write_bundle(tmp, loaded, cfg, G, D, formats, name, mbstd, say) -> dict[str
             "dtype": "float32",
         },
         "latent_dim": cfg.latent_dim,
+        # dcgan --latent-code: the generator reads a categorical code from z (argmax of its
+        # first latent_code components); None when it has none.
+        "latent_code": cfg.latent_code or None,
         "num_classes": cfg.num_classes,
         "class_names": list(cfg.class_names),
         "num_ws": cfg.num_ws if cfg.kind == "stylegan" else None,

@@ -357,10 +357,17 @@ def preflight(
 
 
 def _grid(pool: CandidatePool, idx: np.ndarray, num_classes: int) -> np.ndarray:
-    """Conditional: one row per class (its first GRID_COLUMNS kept seeds); else 8 × 8."""
-    if num_classes > 0:
+    """Conditional: one row per class (its first GRID_COLUMNS kept seeds); a DCGAN with a
+    latent code: one row per code value; else 8 × 8."""
+    b = pool.b
+    if num_classes > 0 or b.latent_code:
         seeds = pool.seeds[idx]
-        rows = [idx[seeds % num_classes == c][:GRID_COLUMNS] for c in range(num_classes)]
+        if num_classes > 0:
+            groups, k = seeds % num_classes, num_classes
+        else:  # the code the generator reads from each seed's z (gancore.sampling's rule)
+            z = sampling.z_from_seeds(seeds.tolist(), b.latent_dim)
+            groups, k = z[:, : b.latent_code].argmax(axis=1), b.latent_code
+        rows = [idx[groups == c][:GRID_COLUMNS] for c in range(k)]
         width = max(len(r) for r in rows)
         pix = np.concatenate(pool.pixels)
         blank = np.zeros_like(pix[0])
@@ -449,6 +456,11 @@ def write_report(path: Path, gate: dict[str, Any], variants: dict[str, dict[str,
         lines.append(
             "One row per class (" + ", ".join(gate["class_names"]) + "), the first "
             f"{GRID_COLUMNS} seeds of that class each variant keeps."
+        )
+    elif gate.get("latent_code"):
+        lines.append(
+            f"One row per value of the generator's latent code ({gate['latent_code']} values, "
+            f"read from z), the first {GRID_COLUMNS} seeds of that value each variant keeps."
         )
     else:
         lines.append(f"The first {GRID_COLUMNS * GRID_COLUMNS} seeds each variant keeps.")
@@ -607,6 +619,7 @@ def run_gate(
         "is": raw["is"],
         "is_metric": (raw["is"] or {}).get("metric"),
         "class_names": b.class_names if conditional else None,
+        "latent_code": b.latent_code or None,
         "n": n,
         "filter_n": filter_n if with_filters else None,
         "kid_subsets": kid_subsets,

@@ -191,3 +191,38 @@ def test_report_has_rules_figures_and_one_grid_row_per_class(
     assert gate["filters"]["top_k"]["candidates"] == 300
     assert 0 < gate["filters"]["drs"]["acceptance_rate"] < 1
     assert gate["candidates"] >= 300 and set(gate["cost_seconds"]) >= {"generate", "features"}
+
+
+def test_report_of_a_dcgan_with_a_latent_code_has_one_grid_row_per_code_value(
+    digits_ref, digits_extractor, tmp_path
+):
+    """A DCGAN trained with --latent-code carries the code in its manifest, and the gate's
+    grids put each seed in the row of the code its z gives (the rows a person compares)."""
+    run = train_run("dcgan", tmp_path / "run", latent_code=10)
+    bundle = export_run(run, tmp_path / "bundle", formats="onnx", calibration_n=200)
+    b = bundle_mod.load(bundle, require_gate=False)
+    assert b.latent_code == 10 and b.manifest["latent_code"] == 10
+    with one_torch_thread():
+        gate = run_gate(
+            bundle,
+            digits_ref,
+            rules=GateRules.make(max_fd=1e9, **ONLY_FD),
+            n=300,
+            with_filters=False,
+            extractor=digits_extractor,
+            kid_subsets=10,
+        )
+    assert gate["latent_code"] == 10
+    report = (bundle / gate["report"]).read_text()
+    assert "One row per value of the generator's latent code (10 values, read from z)" in report
+    w, h = Image.open(bundle / gate["grids"]["raw"]).size
+    scale, res = max(1, 96 // b.resolution), b.resolution
+    assert (w, h) == (scale * (8 * (res + 2) + 2), scale * (10 * (res + 2) + 2))
+    # Row r holds the first 8 seeds (of 0..299) whose z's code is r, in seed order.
+    z = sampling.z_from_seeds(range(300), b.latent_dim)
+    codes = z[:, :10].argmax(axis=1)
+    tiles = np.asarray(Image.open(bundle / gate["grids"]["raw"]).convert("L"))[::scale, ::scale]
+    first = int(np.flatnonzero(codes == 3)[0])
+    want = images.to_uint8(sampling.generate(b, [first], None))[0, :, :, 0]
+    got = tiles[3 * (res + 2) + 2 : 3 * (res + 2) + 2 + res, 2 : 2 + res]
+    assert np.array_equal(got, want)
