@@ -55,7 +55,9 @@ def _run_quietly(cmd: list[str]) -> int:
     starts, its output in one piece when it ends."""
     with _PRINT:
         _show(cmd)
-    env = {**os.environ, "TQDM_DISABLE": "1"}  # no progress bars in the captured output
+    # No progress bars in the captured output; one torch thread, as it shares the cores with
+    # the trainings (ONNX Runtime's threads do not spin, see gancore.bundle).
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     with _PRINT:
         print(f"[{Path(cmd[0]).name} {cmd[1]}]", file=sys.stderr)

@@ -118,9 +118,9 @@ def train_demo_models(
     """Train (or reuse, or finish) one digits run per family under ``out_dir``; returns
     ``{kind: run_dir}`` in the order of ``kinds``. ``jobs`` > 1 trains that many families at
     once, each in its own process with ``cores // jobs`` torch threads. Runs keep
-    ``checkpoints/best.pt`` by the online FD-classifier. ``after(kind, run_dir)`` runs in the
-    same worker as soon as that family is trained, while the others still train (the demo
-    exports and gates each bundle there)."""
+    ``checkpoints/best.pt`` by the online FD-classifier. ``after(kind, run_dir)`` runs as soon
+    as that family is trained, one at a time on a worker of its own, while the others still
+    train (the demo exports and gates each bundle there)."""
     out_dir = Path(out_dir)
     options = DEMO_OPTIONS if options is None else options
     runs = {kind: out_dir / f"{kind}-digits" for kind in kinds}
@@ -134,15 +134,23 @@ def train_demo_models(
     if any(options[k].get("eval_every", 1) for k in kinds):
         _prepare_classifier()
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    # ``after`` runs on its own worker, so that a training worker goes straight on to its next
+    # family instead of waiting for an export: on 2 cores the trainings and the exports then
+    # keep both cores busy to the end (measured: the demo's last training ended ~1 minute sooner).
+    afters = ThreadPoolExecutor(max_workers=1)
 
-    def job(kind: str) -> None:
+    def job(kind: str):
         _train_in_subprocess(kind, runs[kind], options[kind], seed, threads)
-        then(kind, runs[kind])
+        return afters.submit(then, kind, runs[kind])
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(job, k) for k in todo]
-        for f in futures:
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(job, k) for k in todo]
+            followups = [f.result() for f in futures]
+        for f in followups:
             f.result()
+    finally:
+        afters.shutdown(wait=True, cancel_futures=True)
     return runs
 
 
