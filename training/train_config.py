@@ -133,6 +133,11 @@ def resolve_options(options: dict[str, Any], world: int = 1) -> tuple[TrainConfi
         raise UserError(f"unknown options {sorted(unknown)}")
     cfg = TrainConfig(**merged)
     validate_train_config(cfg, world)
+    if "code_weight" in given and not model_kwargs.get("latent_code"):
+        raise UserError(
+            f"--code-weight {cfg.code_weight} weighs the loss of a latent code; this run has "
+            "none: add --latent-code K (dcgan)"
+        )
     if cfg.loss == "wgan-gp" and model_kwargs.get("d_norm") == "batch" and model != "stylegan":
         raise UserError(
             "--loss wgan-gp penalises each sample's gradient, which BatchNorm in the critic "
