@@ -67,7 +67,7 @@ def _run_quietly(cmd: list[str]) -> int:
 
 def _gate_is_current(bundle: Path, run_dir: Path) -> bool:
     """True when ``bundle`` is deployable and was exported from the run's latest checkpoint."""
-    from export.bundle import load
+    from export.bundle import load, sha256_file
     from export.gate import DEFAULT_N, GateRules
     from training.checkpoint import latest_checkpoint
 
@@ -80,7 +80,8 @@ def _gate_is_current(bundle: Path, run_dir: Path) -> bool:
     if b.gate.get("thresholds") != GateRules().to_dict() or b.gate.get("n") != DEFAULT_N:
         return False  # gated under other rules than the demo's (the defaults)
     source = b.manifest.get("source", {})
-    return Path(str(source.get("checkpoint", ""))).name == latest_checkpoint(run_dir).name
+    # By content: a run retrained in the same folder has a checkpoint of the same name.
+    return source.get("checkpoint_sha256") == sha256_file(latest_checkpoint(run_dir))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -611,6 +611,7 @@ def _write_bundle(tmp, loaded, cfg, G, D, formats, name, mbstd, say) -> dict[str
         "source": {
             "run_dir": str(Path(loaded.run_dir).resolve()),
             "checkpoint": str(Path(loaded.checkpoint).resolve()),
+            "checkpoint_sha256": sha256_file(loaded.checkpoint),
             "step": loaded.step,
             "model": cfg.to_dict(),
             "train": loaded.config.get("train"),

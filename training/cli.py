@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
               "mode_seeking"))  # fmt: skip
     a("--latent-code", type=int,
       help=_d("dcgan: values of an InfoGAN categorical code read from z (D must recover it; "
-              "10 on digits: one mode per value instead of blends between digits); 0 = off",
+              "10 on digits: each value learns its own kind of digit, fewer blends); 0 = off",
               "latent_code"))  # fmt: skip
     a("--code-weight", type=float,
       help=_d("weight of the InfoGAN code loss (with --latent-code)", "code_weight"))  # fmt: skip

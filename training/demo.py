@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,28 +26,32 @@ from training.cli import online_fd
 from training.errors import UserError
 from training.trainer import TrainConfig, train
 
-# The demo recipe (README "Quality" has the measurements behind it). Budget: all three trained in
-# about 5.5 minutes on 2 cores, two families at a time on one thread each. StyleGAN-lite costs ~7x
-# a DCGAN-32 per image (120 vs 834 img per CPU-second, bf16), so it takes one worker alone while
-# the other trains the cGAN then the DCGAN. bf16 autocast on CPU: 1.4x (StyleGAN-lite) to 2.4x
-# (DCGAN) the fp32 speed. The concatenated-label cGAN collapses to one image per class at this
-# size whatever the augmentation or instance noise (recall 0.05-0.09); the mode-seeking term
-# keeps each class diverse; class-conditional BatchNorm conditioned too weakly (accuracy 0.3-0.5).
-# R1 on D's real images (every 16 steps) is what moved the DCGAN: at 60 kimg 4.8x the floor with
-# gamma 0.5 against 10x without (gamma 2: 6.0x), and its FD falls steadily instead of swinging
-# between checkpoints; a wider D, TTUR, hinge + spectral norm, a longer EMA and top-k G updates did
-# not. Scored like the gate, same seed: gamma 0.5 at 100 kimg 3.9x, precision 0.59; gamma 1 at 100
-# kimg 4.2x, 0.60; at 120 kimg 3.5x, 0.64 (the recipe); at 140 kimg 4.0x, 0.63; batch 128 4.2x,
-# 0.55; DiffAugment translation,cutout 6.7x, 0.49; no instance noise 6.9x, 0.58; at 120 kimg:
-# gamma 2 3.2x, 0.58; lr 3e-4 3.7x, 0.59; latent 32 3.7x, 0.62; EMA half-life uncapped 3.2x, 0.63;
-# resize-convolution G (bilinear x2 + 3x3 conv, not kept) 4.4x, 0.61 (output layer only 3.5x, 0.62);
-# G width 48 4.8x, 0.60; Adam beta1 0 3.5x, 0.64; label smoothing 0.1 4.2x, 0.60; R1 every 4 3.5x,
-# 0.63. Precision stayed at 0.58-0.64 because an unconditional G maps one Gaussian onto ten
-# separate digits and draws blends between them; an InfoGAN code (10 values read from z, D must
-# recover it) gives each digit its own region of z. At 120 kimg, seeds 0 / 1: without it 3.5x,
-# P 0.64, R 0.91 / 4.2x, 0.61, 0.88; code weight 0.5 2.7x, 0.78, 0.77 / 2.7x, 0.77, 0.81 (the
-# recipe); weight 1 2.7x, 0.79, 0.78 / 2.9x, 0.78, 0.73; 16 values 2.0x, 0.75, 0.76 / 2.2x,
-# 0.79, 0.71; weight 0.3 3.0x, 0.75, 0.76 (seed 0).
+# The demo recipe (README "Quality" has the measurements behind it). Budget: the three train two
+# families at a time on one thread each, in 5.5-8 minutes of wall time on these 2 shared cores
+# (bench/quality.py: 326 s and 479 s on two runs of one day). StyleGAN-lite costs ~7x a DCGAN-32
+# per image (120 vs 834 img per CPU-second, bf16), so it takes one worker alone while the other
+# trains the cGAN then the DCGAN. bf16 autocast on CPU: 1.4x (StyleGAN-lite) to 2.4x (DCGAN) the
+# fp32 speed. The concatenated-label cGAN collapses to one image per class at this size whatever
+# the augmentation or instance noise (recall 0.05-0.09); the mode-seeking term keeps each class
+# diverse; class-conditional BatchNorm conditioned too weakly (accuracy 0.3-0.5). cGAN lr 3.5e-4
+# at 100 kimg (23% less training): seeds 0 / 1 3.1x / 2.8x, P 0.71 / 0.68, accuracy 0.960 /
+# 0.961, weakest class 0.78 / 0.76, against the recipe's 2.6x / 2.3x, 0.70 / 0.69, 0.976 / 0.970,
+# 0.69 / 0.74: not adopted (thinner accuracy margin). R1 on D's real images (every 16 steps) is
+# what first moved the DCGAN: at 60 kimg 4.8x the floor with gamma 0.5 against 10x without
+# (gamma 2: 6.0x), and its FD falls steadily instead of swinging between checkpoints; a wider D,
+# TTUR, hinge + spectral norm, a longer EMA and top-k G updates did not. Without a latent code,
+# scored like the gate, same seed: gamma 0.5 at 100 kimg 3.9x, precision 0.59; gamma 1 at 100 kimg
+# 4.2x, 0.60; at 120 kimg 3.5x, 0.64; at 140 kimg 4.0x, 0.63; batch 128 4.2x, 0.55; DiffAugment
+# translation,cutout 6.7x, 0.49; no instance noise 6.9x, 0.58; at 120 kimg: gamma 2 3.2x, 0.58;
+# lr 3e-4 3.7x, 0.59; latent 32 3.7x, 0.62; EMA half-life uncapped 3.2x, 0.63; resize-convolution
+# G (bilinear x2 + 3x3 conv, not kept) 4.4x, 0.61 (output layer only 3.5x, 0.62); G width 48 4.8x,
+# 0.60; Adam beta1 0 3.5x, 0.64; label smoothing 0.1 4.2x, 0.60; R1 every 4 3.5x, 0.63. Precision
+# stayed at 0.64 at most because an unconditional G maps one Gaussian onto ten separate digits and
+# draws blends between them; an InfoGAN code (10 values read from z, D must recover it) gives each
+# digit its own region of z. At 120 kimg (R1 gamma 1), seeds 0 / 1, FD/floor, P, R: no code 3.46x,
+# 0.636, 0.905 / 4.25x, 0.611, 0.883; 10 values, weight 0.5 (the recipe) 2.72x, 0.775, 0.769 /
+# 2.69x, 0.770, 0.812; weight 1 2.73x, 0.791, 0.783 / 2.86x, 0.776, 0.734; weight 0.3 2.98x,
+# 0.752, 0.764 (seed 0); 16 values, weight 1 2.01x, 0.746, 0.764 / 2.19x, 0.791, 0.706.
 # StyleGAN-lite is refused at 36 kimg (40.5x, precision 0.57); continued, the same run reached
 # 18.2x / 0.52 at 72 kimg, 8.6x / 0.54 at 90 and 3.4x / 0.57 (recall 0.90) at 126 kimg: the budget
 # is why it is far, and its precision stays under the DCGAN's even at the DCGAN's length.
@@ -73,11 +77,29 @@ def _finished(run_dir: Path) -> bool:
     return last >= cfg.total_steps(config["dataset"]["size"])
 
 
+def _recipe_changes(run_dir: Path, kind: str, options: dict[str, Any], seed: int) -> list[str]:
+    """How the run in ``run_dir`` differs from the recipe ``options`` (``key saved -> wanted``)."""
+    config = read_run_config(run_dir)
+    saved = {**config.get("model", {}), **config.get("train", {})}
+    wanted = {**options, "model": kind, "seed": seed}
+    if "kind" in saved:
+        saved["model"] = saved["kind"]
+    return [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in wanted.items() if saved.get(k) != v]
+
+
 def train_one(
     kind: str, run_dir: Path, options: dict[str, Any], seed: int = 0, progress: bool | None = None
 ) -> Path:
-    """Train (or reuse, or finish) one digits run of ``kind`` in this process."""
+    """Train (or reuse, or finish) one digits run of ``kind`` in this process. A run folder
+    trained with another recipe (an older ganforge's demo) is moved aside, not reused."""
     run_dir = Path(run_dir)
+    if (run_dir / CONFIG_NAME).is_file():
+        changes = _recipe_changes(run_dir, kind, options, seed)
+        if changes:
+            aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%dT%H%M%S')}")
+            run_dir.rename(aside)
+            print(f"{kind}: {run_dir} was trained with another recipe ({'; '.join(changes)}); "
+                  f"moved it to {aside}", file=sys.stderr)  # fmt: skip
     if _finished(run_dir):
         print(f"{kind}: reusing finished run {run_dir}", file=sys.stderr)
     elif list_checkpoints(run_dir):
@@ -135,22 +157,29 @@ def train_demo_models(
         _prepare_classifier()
     threads = max(1, (os.cpu_count() or 1) // jobs)
     # ``after`` runs on its own worker, so that a training worker goes straight on to its next
-    # family instead of waiting for an export: on 2 cores the trainings and the exports then
-    # keep both cores busy to the end (measured: the demo's last training ended ~1 minute sooner).
+    # family instead of waiting for an export (measured: the demo's last training ended about a
+    # minute sooner, and /readyz came at 563 s instead of 647 s). A family whose training failed
+    # is not exported; every family that trained is, and the first error is raised after all.
     afters = ThreadPoolExecutor(max_workers=1)
 
-    def job(kind: str):
+    def job(kind: str) -> Future:
         _train_in_subprocess(kind, runs[kind], options[kind], seed, threads)
         return afters.submit(then, kind, runs[kind])
 
-    try:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(job, k) for k in todo]
-            followups = [f.result() for f in futures]
-        for f in followups:
-            f.result()
-    finally:
-        afters.shutdown(wait=True, cancel_futures=True)
+    errors: list[BaseException] = []
+    with afters, ThreadPoolExecutor(max_workers=jobs) as pool:
+        for trained in [pool.submit(job, k) for k in todo]:
+            try:
+                followup = trained.result()
+            except Exception as e:  # the other families train and export on regardless
+                errors.append(e)
+                continue
+            try:
+                followup.result()
+            except Exception as e:
+                errors.append(e)
+    if errors:
+        raise errors[0]
     return runs
 
 

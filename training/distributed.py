@@ -214,8 +214,10 @@ class CrossRankBatchNorm2d(nn.BatchNorm2d):
                     if self.momentum is None
                     else self.momentum
                 )
-                self.running_mean.lerp_(mean.detach(), m)
-                self.running_var.lerp_(var.detach() * count / max(count - 1, 1), m)
+                # In the buffers' dtype (fp32) also when autocast computed x in bf16.
+                dtype = self.running_mean.dtype
+                self.running_mean.lerp_(mean.detach().to(dtype), m)
+                self.running_var.lerp_((var.detach() * count / max(count - 1, 1)).to(dtype), m)
         y = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]

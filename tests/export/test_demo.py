@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import torch
+
 from export.demo import _gate_is_current
 from export.gate import DEFAULT_N, GateRules
 from training.checkpoint import latest_checkpoint
@@ -35,8 +37,20 @@ def test_gate_is_current_only_for_a_passing_gate_of_the_latest_checkpoint(
     shutil.copytree(run, newer_run)
     last = latest_checkpoint(newer_run)
     step = int(last.stem.split("-")[1])
-    shutil.copy(last, last.with_name(f"ckpt-{step + 1:08d}.pt"))
+    state = torch.load(last, weights_only=True)
+    state["step"] = step + 1
+    torch.save(state, last.with_name(f"ckpt-{step + 1:08d}.pt"))
     assert not _gate_is_current(current, newer_run)
+    # A run retrained in the same folder ends on a checkpoint of the same name: compared by
+    # content, the bundle is stale (an upgrade that changes the demo recipe retrains there).
+    retrained = tmp_path / "retrained"
+    shutil.copytree(run, retrained)
+    last = latest_checkpoint(retrained)
+    state = torch.load(last, weights_only=True)
+    state["step"] = step  # same name, same step, other bytes
+    state["retrained"] = torch.ones(1)
+    torch.save(state, last)
+    assert not _gate_is_current(current, retrained)
 
 
 def test_gate_is_current_is_false_without_a_gate(tiny_bundles, tiny_runs):

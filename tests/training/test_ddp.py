@@ -8,6 +8,7 @@ sharded wrongly or a gradient not averaged moves weights by about one step (lr) 
 after 6 steps (printed with -s): dcgan 1.8e-07, stylegan 3.1e-05 (lr 2e-4 and 2e-3)."""
 
 import json
+import math
 import os
 import re
 import shutil
@@ -133,6 +134,24 @@ def test_dcgan_two_processes_train_the_weights_one_process_trains(tmp_path):
         assert a["loss_D"] == pytest.approx(b["loss_D"], abs=1e-4)
     assert (tmp_path / "two" / "progress.gif").is_file()
     assert not any(p.name.startswith(".") for p in (tmp_path / "two").rglob("*"))
+
+
+@pytest.mark.slow
+def test_demo_dcgan_recipe_trains_under_torchrun_in_bf16(tmp_path):
+    """The demo DCGAN's recipe (bf16 autocast, R1, the latent code) on two CPU processes: the
+    cross-rank BatchNorm keeps its fp32 running statistics under bf16 (it once failed here with
+    "expected dtype float for 'end'"), and the code loss is logged as a global-batch mean."""
+    from training.demo import DEMO_OPTIONS
+
+    recipe = {k: v for k, v in DEMO_OPTIONS["dcgan"].items() if k not in TINY and k != "kimg"}
+    opts = _opts("dcgan", STEPS, **recipe, r1_every=2, log_every=2)
+    _ok(torchrun("--out", str(tmp_path / "two"), *_args(opts)))
+    records = [json.loads(line) for line in open(tmp_path / "two" / "metrics.jsonl")]
+    assert [r["step"] for r in records] == [2, 4, 6]
+    assert all(0 < r["loss_code"] < 5 and math.isfinite(r["loss_D"]) for r in records), records
+    ckpt = torch.load(list_checkpoints(tmp_path / "two")[-1], weights_only=True)
+    running = [v for k, v in ckpt["G"].items() if k.endswith("running_mean")]
+    assert running and all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in running)
 
 
 @pytest.mark.slow

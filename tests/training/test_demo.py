@@ -41,3 +41,82 @@ def test_families_train_side_by_side_in_worker_processes(tmp_path):
         assert demo._finished(run_dir)
         config = json.loads((run_dir / "config.json").read_text())
         assert config["model"]["kind"] == kind and config["train"]["augment"] == "translation"
+
+
+def _fake_training(monkeypatch, behaviour):
+    """Replace the training subprocess by ``behaviour[kind](kind)``; record what happens."""
+    import threading
+
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def fake(kind, run_dir, options, seed, threads):
+        with lock:
+            events.append(("train", kind))
+        behaviour.get(kind, lambda k: None)(kind)
+
+    monkeypatch.setattr(demo, "_train_in_subprocess", fake)
+    return events, lock
+
+
+def test_a_trained_family_is_exported_while_the_next_one_trains(tmp_path, monkeypatch):
+    """``after`` (the demo's export + gate) runs on its own worker: the cGAN's gate can wait
+    for the DCGAN's training to start, which the worker that trained the cGAN must begin
+    without waiting for that gate (StyleGAN-lite keeps the other worker busy meanwhile)."""
+    import threading
+
+    dcgan_started, stylegan_may_end = threading.Event(), threading.Event()
+    behaviour = {"dcgan": lambda k: dcgan_started.set(),
+                 "stylegan": lambda k: stylegan_may_end.wait(30)}  # fmt: skip
+    events, lock = _fake_training(monkeypatch, behaviour)
+
+    def after(kind, run_dir):
+        if kind == "cgan":
+            assert dcgan_started.wait(20), "the DCGAN waited for the cGAN's export"
+            stylegan_may_end.set()
+        with lock:
+            events.append(("after", kind))
+
+    options = {k: {"eval_every": 0} for k in demo.DEMO_OPTIONS}
+    runs = demo.train_demo_models(tmp_path, jobs=2, options=options, after=after)
+    assert list(runs) == ["dcgan", "cgan", "stylegan"]
+    assert sorted(e for e in events if e[0] == "after") == [
+        ("after", "cgan"), ("after", "dcgan"), ("after", "stylegan")]  # fmt: skip
+    assert events.index(("train", "dcgan")) < events.index(("after", "cgan"))
+
+
+def test_a_failed_training_still_lets_the_others_train_and_export(tmp_path, monkeypatch):
+    """One family's failure is raised, after every other family has trained and been
+    exported (nothing already trained is thrown away)."""
+    from training.errors import UserError
+
+    def fail(kind):
+        raise UserError(f"training the demo {kind} failed (exit status 1)")
+
+    events, lock = _fake_training(monkeypatch, {"cgan": fail})
+    exported = []
+    options = {k: {"eval_every": 0} for k in demo.DEMO_OPTIONS}
+    with pytest.raises(UserError, match="training the demo cgan failed"):
+        demo.train_demo_models(
+            tmp_path, jobs=2, options=options, after=lambda k, d: exported.append(k)
+        )
+    assert sorted(exported) == ["dcgan", "stylegan"]
+    assert sorted(k for what, k in events if what == "train") == ["cgan", "dcgan", "stylegan"]
+
+
+def test_a_run_trained_with_another_recipe_is_moved_aside_and_retrained(tmp_path, capsys):
+    """After an upgrade that changes the demo recipe, ``make demo`` must not serve the old
+    model as if it were the new one: the old run folder is kept beside, renamed, and the
+    family trains anew with the recipe it is given."""
+    run_dir = tmp_path / "dcgan-digits"
+    demo.train_one("dcgan", run_dir, dict(TINY), progress=False)
+    first = list_checkpoints(run_dir)[-1].stat().st_mtime_ns
+    demo.train_one("dcgan", run_dir, dict(TINY), progress=False)  # same recipe: reused
+    assert list_checkpoints(run_dir)[-1].stat().st_mtime_ns == first
+    demo.train_one("dcgan", run_dir, {**TINY, "latent_code": 10}, progress=False)
+    err = capsys.readouterr().err
+    assert "was trained with another recipe (latent_code 0 -> 10); moved it to" in err
+    (aside,) = tmp_path.glob("dcgan-digits.old-*")
+    assert json.loads((aside / "config.json").read_text())["model"]["latent_code"] == 0
+    assert json.loads((run_dir / "config.json").read_text())["model"]["latent_code"] == 10
+    assert demo._finished(run_dir) and list_checkpoints(aside)

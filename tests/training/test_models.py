@@ -140,6 +140,8 @@ def test_latent_code_is_read_from_z_and_uniform_with_or_without_truncation():
     # Only the first 10 components are permuted, within each row.
     assert torch.equal(moved[:, 10:], z[:40, 10:])
     assert torch.equal(moved[:, :10].sort(dim=1).values, z[:40, :10].sort(dim=1).values)
+    with pytest.raises(ValueError, match=r"code values must be in 0\.\.9, got \[3, 10\]"):
+        with_code(z[:2], torch.tensor([3, 10]), 10)
 
 
 def test_dcgan_with_a_latent_code_feeds_it_to_g_and_gives_d_a_code_head():
@@ -198,3 +200,29 @@ def test_dcgan_with_a_latent_code_trains_logs_and_exports_with_parity(tmp_path):
     inputs = m["graphs"]["generator"]["inputs"]
     assert [(i["name"], i["dtype"]) for i in inputs] == [("z", "float32")]
     assert 0 <= m["parity"]["max_abs_diff"] <= 1e-4
+
+
+def test_code_loss_reaches_d_in_the_d_step_and_g_in_the_g_step(tmp_path):
+    """The InfoGAN term is in both players' losses: with weight 0 D's code head gets no
+    gradient and G's gradient is the adversarial one alone; with weight 0.5 both change."""
+    from training.datasets import load_dataset
+    from training.trainer import Trainer
+
+    cfg, model_kwargs = resolve_options({"model": "dcgan", "dataset": "digits", "resolution": 16,
+        "batch_size": 16, "instance_noise": 0, "eval_every": 0, "g_width": 8, "d_width": 8,
+        "latent_dim": 16, "latent_code": 10})  # fmt: skip
+    model_cfg = ModelConfig(kind="dcgan", resolution=16, **model_kwargs)
+    t = Trainer(cfg, model_cfg, load_dataset("digits", 16, "train"), tmp_path, progress=False)
+    t.opt_D.step = t.opt_G.step = lambda: None  # gradients only: the weights stay as they are
+    real, _ = t.data.next()
+    z, _ = t.sample_latents(16)
+    d_grads, g_grads = {}, {}
+    for weight in (0.0, 0.5):
+        t.cfg.code_weight = weight
+        fake = t.generate(z, None)
+        t.d_step(real, None, fake.detach(), None, z)
+        d_grads[weight] = t.D.code_head.weight.grad.clone()
+        t.g_step(fake, None, z)
+        g_grads[weight] = t.G.code_embed.weight.grad.clone()
+    assert d_grads[0.0].abs().max() == 0 and d_grads[0.5].abs().max() > 0
+    assert not torch.allclose(g_grads[0.0], g_grads[0.5])

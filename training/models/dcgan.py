@@ -29,6 +29,9 @@ def with_code(z: torch.Tensor, code: torch.Tensor, values: int) -> torch.Tensor:
     """``z`` with its first ``values`` components permuted so that :func:`latent_code` reads
     ``code`` from each row: the row's largest of them swaps places with component ``code``. For
     i.i.d. z this draws z given its code, e.g. a sample grid with one row per code value."""
+    code = torch.as_tensor(code, device=z.device)
+    if code.numel() and (int(code.min()) < 0 or int(code.max()) >= values):
+        raise ValueError(f"code values must be in 0..{values - 1}, got {code.tolist()}")
     rows = torch.arange(z.shape[0], device=z.device)
     top = latent_code(z, values)
     out = z.clone()
@@ -116,7 +119,9 @@ class DCGANDiscriminator(nn.Module):
         # InfoGAN's Q: the code's logits from D's features (only with cfg.latent_code).
         self.code_head = None
         if cfg.latent_code:
-            self.code_head = nn.Conv2d(self.body.out_channels, cfg.latent_code, 4, 1, 0)
+            self.code_head = _sn(
+                nn.Conv2d(self.body.out_channels, cfg.latent_code, 4, 1, 0), cfg.spectral_norm
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x)).flatten(1).squeeze(1)
