@@ -65,23 +65,34 @@ def _run_quietly(cmd: list[str]) -> int:
     return done.returncode
 
 
-def _gate_is_current(bundle: Path, run_dir: Path) -> bool:
-    """True when ``bundle`` is deployable and was exported from the run's latest checkpoint."""
+def _current_verdict(bundle: Path, run_dir: Path) -> str | None:
+    """The verdict (``"passed"``/``"failed"``) of ``bundle``'s gate when that gate holds for the
+    run's latest checkpoint under the demo's rules (the defaults), else None: export again."""
     from export.bundle import load, sha256_file
     from export.gate import DEFAULT_N, GateRules
     from training.checkpoint import latest_checkpoint
 
     if not (bundle / "gate.json").is_file():
-        return False
+        return None
     try:
-        b = load(bundle, require_gate=True)
+        b = load(bundle, require_gate=False)  # verifies every checksum
     except BundleError:
-        return False
-    if b.gate.get("thresholds") != GateRules().to_dict() or b.gate.get("n") != DEFAULT_N:
-        return False  # gated under other rules than the demo's (the defaults)
+        return None
+    gate = b.gate or {}
+    if gate.get("manifest_sha256") != b.manifest_sha256:
+        return None  # a gate.json written for another manifest (or none readable)
+    if gate.get("thresholds") != GateRules().to_dict() or gate.get("n") != DEFAULT_N:
+        return None  # gated under other rules than the demo's (the defaults)
     source = b.manifest.get("source", {})
     # By content: a run retrained in the same folder has a checkpoint of the same name.
-    return source.get("checkpoint_sha256") == sha256_file(latest_checkpoint(run_dir))
+    if source.get("checkpoint_sha256") != sha256_file(latest_checkpoint(run_dir)):
+        return None
+    return gate.get("verdict")
+
+
+def _gate_is_current(bundle: Path, run_dir: Path) -> bool:
+    """True when ``bundle`` is deployable and was exported from the run's latest checkpoint."""
+    return _current_verdict(bundle, run_dir) == "passed"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,9 +128,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def export_and_gate(kind: str, run_dir: Path) -> None:
         bundle = bundle_of(kind)
-        if _gate_is_current(bundle, run_dir):
+        verdict = _current_verdict(bundle, run_dir)
+        if verdict == "passed":
             print(f"{kind}: reusing gated bundle {bundle}", file=sys.stderr, flush=True)
             gated[kind] = True
+            return
+        if verdict == "failed":  # the same checkpoint under the same rules: the same verdict
+            print(f"{kind}: {bundle} was refused by the gate for this checkpoint; not exported "
+                  f"again (see {bundle / 'gate.md'})", file=sys.stderr, flush=True)  # fmt: skip
+            gated[kind] = False
             return
         cmd = [_bin("gan-export"), str(run_dir), "--out", str(bundle), "--overwrite",
                "--calibration-n", str(CALIBRATION_N), "--gate", "--ref", str(ref)]  # fmt: skip

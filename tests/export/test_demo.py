@@ -53,5 +53,25 @@ def test_gate_is_current_only_for_a_passing_gate_of_the_latest_checkpoint(
     assert not _gate_is_current(current, retrained)
 
 
+def test_a_refused_gate_of_the_same_checkpoint_is_kept_as_refused(
+    gated_bundle, tiny_runs, tmp_path
+):
+    """A second ``make demo`` does not export and gate a refused family again when nothing
+    changed (same checkpoint, same default rules): the verdict would be the same."""
+    from export.demo import _current_verdict
+
+    run = tiny_runs["dcgan"]
+    refused = _as_if_default_rules(gated_bundle("dcgan", passing=False), tmp_path / "f")
+    assert _current_verdict(refused, run) == "failed" and not _gate_is_current(refused, run)
+    passed = _as_if_default_rules(gated_bundle("dcgan", passing=True), tmp_path / "p")
+    assert _current_verdict(passed, run) == "passed"
+    # Refused under other rules (the fixture's impossible threshold, not the defaults): gate again.
+    assert _current_verdict(gated_bundle("dcgan", passing=False), run) is None
+    # A gate.json that belongs to another manifest says nothing about this bundle.
+    manifest = refused / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"kind"', '"kind" ', 1))
+    assert _current_verdict(refused, run) is None
+
+
 def test_gate_is_current_is_false_without_a_gate(tiny_bundles, tiny_runs):
     assert not _gate_is_current(tiny_bundles["dcgan"], tiny_runs["dcgan"])
