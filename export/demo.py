@@ -90,11 +90,6 @@ def _current_verdict(bundle: Path, run_dir: Path) -> str | None:
     return gate.get("verdict")
 
 
-def _gate_is_current(bundle: Path, run_dir: Path) -> bool:
-    """True when ``bundle`` is deployable and was exported from the run's latest checkpoint."""
-    return _current_verdict(bundle, run_dir) == "passed"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.demo", description=__doc__.splitlines()[0])
     p.add_argument("--runs", default="runs/demo")

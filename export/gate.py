@@ -366,7 +366,7 @@ def _grid(pool: CandidatePool, idx: np.ndarray, num_classes: int) -> np.ndarray:
             groups, k = seeds % num_classes, num_classes
         else:  # the code the generator reads from each seed's z (gancore.sampling's rule)
             z = sampling.z_from_seeds(seeds.tolist(), b.latent_dim)
-            groups, k = z[:, : b.latent_code].argmax(axis=1), b.latent_code
+            groups, k = sampling.latent_codes(z, b.latent_code), b.latent_code
         rows = [idx[groups == c][:GRID_COLUMNS] for c in range(k)]
         width = max(len(r) for r in rows)
         pix = np.concatenate(pool.pixels)

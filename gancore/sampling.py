@@ -212,6 +212,13 @@ def labels_for_seeds(
     return np.asarray([s % num_classes for s in seeds], dtype=np.int64)
 
 
+def latent_codes(z: np.ndarray, values: int) -> np.ndarray:
+    """The categorical code a DCGAN trained with ``--latent-code values`` reads from each row of
+    ``z``: the argmax of its first ``values`` components (the graph computes it the same way,
+    ``training.models.dcgan.latent_code``)."""
+    return np.asarray(z)[:, :values].argmax(axis=1)
+
+
 def truncate_w(
     w: np.ndarray, w_avg: np.ndarray, psi: float, cutoff: int | None = None
 ) -> np.ndarray:

@@ -81,9 +81,7 @@ def _recipe_changes(run_dir: Path, kind: str, options: dict[str, Any], seed: int
     """How the run in ``run_dir`` differs from the recipe ``options`` (``key saved -> wanted``)."""
     config = read_run_config(run_dir)
     saved = {**config.get("model", {}), **config.get("train", {})}
-    wanted = {**options, "model": kind, "seed": seed}
-    if "kind" in saved:
-        saved["model"] = saved["kind"]
+    wanted = {**options, "model": kind, "seed": seed}  # train["model"] is the family
     return [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in wanted.items() if saved.get(k) != v]
 
 

@@ -7,9 +7,14 @@ import shutil
 
 import torch
 
-from export.demo import _gate_is_current
+from export.demo import _current_verdict
 from export.gate import DEFAULT_N, GateRules
 from training.checkpoint import latest_checkpoint
+
+
+def _gate_is_current(bundle, run_dir) -> bool:
+    """The demo reuses ``bundle`` as deployable for the run's latest checkpoint."""
+    return _current_verdict(bundle, run_dir) == "passed"
 
 
 def _as_if_default_rules(bundle, dst):
@@ -58,8 +63,6 @@ def test_a_refused_gate_of_the_same_checkpoint_is_kept_as_refused(
 ):
     """A second ``make demo`` does not export and gate a refused family again when nothing
     changed (same checkpoint, same default rules): the verdict would be the same."""
-    from export.demo import _current_verdict
-
     run = tiny_runs["dcgan"]
     refused = _as_if_default_rules(gated_bundle("dcgan", passing=False), tmp_path / "f")
     assert _current_verdict(refused, run) == "failed" and not _gate_is_current(refused, run)

@@ -28,6 +28,21 @@ N = 500
 ONLY_FD = {"min_precision": 0, "min_recall": 0, "min_cond_accuracy": 0, "min_class_recall": 0}
 
 
+def _gate(bundle, ref, extractor, n, with_filters=True, **distance_rule):
+    """``run_gate`` on one torch thread with only the distance rule on (``max_fd=`` or
+    ``max_fd_ratio=``), 10 KID subsets."""
+    with one_torch_thread():
+        return run_gate(
+            bundle,
+            ref,
+            rules=GateRules.make(**distance_rule, **ONLY_FD),
+            n=n,
+            with_filters=with_filters,
+            extractor=extractor,
+            kid_subsets=10,
+        )
+
+
 @pytest.fixture(scope="module")
 def dcgan_pair(tmp_path_factory):
     root = tmp_path_factory.mktemp("gate")
@@ -43,15 +58,7 @@ def dcgan_pair(tmp_path_factory):
 def test_gate_passes_trained_and_fails_untrained(
     dcgan_pair, digits_ref, digits_extractor, digits_classifier, capsys
 ):
-    with one_torch_thread():
-        gate = run_gate(
-            dcgan_pair["trained"],
-            digits_ref,
-            rules=GateRules.make(max_fd=THRESHOLD, **ONLY_FD),
-            n=N,
-            extractor=digits_extractor,
-            kid_subsets=10,
-        )
+    gate = _gate(dcgan_pair["trained"], digits_ref, digits_extractor, N, max_fd=THRESHOLD)
     assert gate["verdict"] == "passed" and gate["distance"] <= THRESHOLD
     on_disk = json.loads((dcgan_pair["trained"] / "gate.json").read_text())
     assert on_disk == gate
@@ -66,16 +73,14 @@ def test_gate_passes_trained_and_fails_untrained(
     assert b.deployable and b.gate["manifest_sha256"] == b.manifest_sha256
 
     # Relative threshold: R x the real-vs-real floor (train split vs the held-out reference).
-    with one_torch_thread():
-        rel = run_gate(
-            dcgan_pair["trained"],
-            digits_ref,
-            rules=GateRules.make(max_fd_ratio=1000.0, **ONLY_FD),
-            n=N,
-            with_filters=False,
-            extractor=digits_extractor,
-            kid_subsets=10,
-        )
+    rel = _gate(
+        dcgan_pair["trained"],
+        digits_ref,
+        digits_extractor,
+        N,
+        with_filters=False,
+        max_fd_ratio=1000.0,
+    )
     assert 0 < rel["real_floor"]["fd"] < rel["distance"]
     assert rel["threshold"] == pytest.approx(1000.0 * rel["real_floor"]["fd"])
 
@@ -131,16 +136,8 @@ def test_gate_scores_exactly_the_pngs_the_encoder_writes(
     bundle = tmp_path / "cgan"
     shutil.copytree(tiny_bundles["cgan"], bundle)
     n = 200
+    gate = _gate(bundle, digits_ref, digits_extractor, n, with_filters=False, max_fd=1e9)
     with one_torch_thread():
-        gate = run_gate(
-            bundle,
-            digits_ref,
-            rules=GateRules.make(max_fd=1e9, **ONLY_FD),
-            n=n,
-            with_filters=False,
-            extractor=digits_extractor,
-            kid_subsets=10,
-        )
         b = bundle_mod.load(bundle, require_gate=False)
         seeds = list(range(n))
         decoded, floats = _decoded_pngs(b, seeds)
@@ -164,15 +161,7 @@ def test_report_has_rules_figures_and_one_grid_row_per_class(
 
     bundle = tmp_path / "cgan"
     shutil.copytree(tiny_bundles["cgan"], bundle)
-    with one_torch_thread():
-        gate = run_gate(
-            bundle,
-            digits_ref,
-            rules=GateRules.make(max_fd=1e9, **ONLY_FD),
-            n=300,
-            extractor=digits_extractor,
-            kid_subsets=10,
-        )
+    gate = _gate(bundle, digits_ref, digits_extractor, 300, max_fd=1e9)
     assert set(gate["grids"]) == {"raw", "top_k", "drs"}
     report = (bundle / gate["report"]).read_text()
     for text in ("**Verdict: PASSED**", "| fd |", "| raw |", "| top_k |", "| drs |"):
@@ -202,16 +191,7 @@ def test_report_of_a_dcgan_with_a_latent_code_has_one_grid_row_per_code_value(
     bundle = export_run(run, tmp_path / "bundle", formats="onnx", calibration_n=200)
     b = bundle_mod.load(bundle, require_gate=False)
     assert b.latent_code == 10 and b.manifest["latent_code"] == 10
-    with one_torch_thread():
-        gate = run_gate(
-            bundle,
-            digits_ref,
-            rules=GateRules.make(max_fd=1e9, **ONLY_FD),
-            n=300,
-            with_filters=False,
-            extractor=digits_extractor,
-            kid_subsets=10,
-        )
+    gate = _gate(bundle, digits_ref, digits_extractor, 300, with_filters=False, max_fd=1e9)
     assert gate["latent_code"] == 10
     report = (bundle / gate["report"]).read_text()
     assert "One row per value of the generator's latent code (10 values, read from z)" in report
