@@ -97,7 +97,7 @@ def save_docs_grid(run_dir: Path, kind: str, path: Path, scale: int = 4) -> None
                 torch.randn(len(labels), run.model_cfg.latent_dim, generator=g), labels
             )
         elif run.model_cfg.latent_code:  # one row per value of the DCGAN's InfoGAN code
-            from training.models.dcgan import with_code
+            from training.models.code import with_code
 
             k = run.model_cfg.latent_code
             z = torch.randn(10 * k, run.model_cfg.latent_dim, generator=g)

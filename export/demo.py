@@ -50,14 +50,14 @@ def _run(cmd: list[str]) -> int:
 _PRINT = threading.Lock()
 
 
-def _run_quietly(cmd: list[str]) -> int:
+def _run_quietly(cmd: list[str], threads: int = 1) -> int:
     """Like :func:`_run`, for commands that run beside others: the command is printed when it
     starts, its output in one piece when it ends."""
     with _PRINT:
         _show(cmd)
-    # No progress bars in the captured output; one torch thread, as it shares the cores with
+    # No progress bars in the captured output; one torch thread while it shares the cores with
     # the trainings (ONNX Runtime's threads do not spin, see gancore.bundle).
-    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     with _PRINT:
         print(f"[{Path(cmd[0]).name} {cmd[1]}]", file=sys.stderr)
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-serve", action="store_true", help="stop after the gate")
     a = p.parse_args(argv)
 
-    from training.demo import train_demo_models
+    from training.demo import DEMO_OPTIONS, train_demo_models
     from training.errors import UserError
 
     print("== 1/3 reference statistics of the held-out digits", file=sys.stderr)
@@ -121,7 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     def bundle_of(kind: str) -> Path:
         return Path(a.bundles) / f"digits-{kind}"
 
+    handled: list[str] = []
+
     def export_and_gate(kind: str, run_dir: Path) -> None:
+        handled.append(kind)
+        # The last family is exported once every training has ended: it has all the cores.
+        threads = (os.cpu_count() or 1) if len(handled) == len(DEMO_OPTIONS) else 1
         bundle = bundle_of(kind)
         verdict = _current_verdict(bundle, run_dir)
         if verdict == "passed":
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             return
         cmd = [_bin("gan-export"), str(run_dir), "--out", str(bundle), "--overwrite",
                "--calibration-n", str(CALIBRATION_N), "--gate", "--ref", str(ref)]  # fmt: skip
-        gated[kind] = _run_quietly(cmd) == 0
+        gated[kind] = _run_quietly(cmd, threads) == 0
 
     try:
         runs = train_demo_models(a.runs, after=export_and_gate)

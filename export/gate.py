@@ -357,7 +357,7 @@ def preflight(
 
 
 def _grid(pool: CandidatePool, idx: np.ndarray, num_classes: int) -> np.ndarray:
-    """Conditional: one row per class (its first GRID_COLUMNS kept seeds); a DCGAN with a
+    """Conditional: one row per class (its first GRID_COLUMNS kept seeds); a generator with a
     latent code: one row per code value; else 8 × 8."""
     b = pool.b
     if num_classes > 0 or b.latent_code:

@@ -213,9 +213,9 @@ def labels_for_seeds(
 
 
 def latent_codes(z: np.ndarray, values: int) -> np.ndarray:
-    """The categorical code a DCGAN trained with ``--latent-code values`` reads from each row of
-    ``z``: the argmax of its first ``values`` components (the graph computes it the same way,
-    ``training.models.dcgan.latent_code``)."""
+    """The categorical code a DCGAN or StyleGAN-lite trained with ``--latent-code values`` reads
+    from each row of ``z``: the argmax of its first ``values`` components (the graphs compute it
+    the same way, ``training.models.code.latent_code``)."""
     return np.asarray(z)[:, :values].argmax(axis=1)
 
 

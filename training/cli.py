@@ -80,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
       help=_d("weight of MSGAN's mode-seeking term in G's loss (spreads samples of a class)",
               "mode_seeking"))  # fmt: skip
     a("--latent-code", type=int,
-      help=_d("dcgan: values of an InfoGAN categorical code read from z (D must recover it; "
-              "10 on digits: each value learns its own kind of digit, fewer blends); 0 = off",
+      help=_d("dcgan, stylegan: values of an InfoGAN categorical code read from z (D must "
+              "recover it; 10 on digits: each value learns its own kind of digit, fewer "
+              "blends); 0 = off",
               "latent_code"))  # fmt: skip
     a("--code-weight", type=float,
       help=_d("weight of the InfoGAN code loss (with --latent-code)", "code_weight"))  # fmt: skip
@@ -93,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
       help=_d("discriminator width at its first layer (ndf)", "d_width"))  # fmt: skip
     a("--latent-dim", type=int, help=_d("size of z", "latent_dim"))
     a("--w-dim", type=int, help=_d("stylegan: size of w", "w_dim"))
+    a("--mapping-layers", type=int, help=_d("stylegan: layers of the mapping network",
+                                            "mapping_layers"))  # fmt: skip
     a("--spectral-norm", action="store_true", default=None,
       help=_d("spectral norm in D", "spectral_norm"))  # fmt: skip
     a("--g-cond",

@@ -35,9 +35,10 @@ class ModelConfig:
     # cgan only: how G takes the label. "concat": an embedding concatenated to z; "cbn":
     # class-conditional BatchNorm (per-class gain and bias after every normalisation).
     g_cond: str = "concat"
-    # dcgan only: an InfoGAN categorical code (Chen et al. 2016) of this many values, read from
-    # z itself (the argmax of its first latent_code components, so seeds and truncation keep
-    # meaning and the exported graph stays generator(z)); D gets a head that must recover it.
+    # dcgan and unconditional stylegan: an InfoGAN categorical code (Chen et al. 2016) of this
+    # many values, read from z itself (the argmax of its first latent_code components, so seeds
+    # and truncation keep meaning and the exported graphs stay generator(z) / mapping(z)); D gets
+    # a head that must recover it.
     latent_code: int = 0
     # StyleGAN-lite only.
     w_dim: int = 128
@@ -103,10 +104,12 @@ def validate_model_config(cfg: ModelConfig) -> None:
     for name in ("g_width", "d_width", "max_width", "w_dim", "mapping_layers"):
         if getattr(cfg, name) < 1:
             raise UserError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.latent_code and (cfg.kind != "dcgan" or not 2 <= cfg.latent_code <= cfg.latent_dim):
+    if cfg.latent_code and (
+        cfg.kind == "cgan" or cfg.conditional or not 2 <= cfg.latent_code <= cfg.latent_dim
+    ):
         raise UserError(
-            f"latent_code {cfg.latent_code!r} not allowed: it is a dcgan option, from 2 to "
-            f"latent_dim ({cfg.latent_dim}) values, or 0 for none"
+            f"latent_code {cfg.latent_code!r} not allowed: it is an option of the unconditional "
+            f"dcgan and stylegan, from 2 to latent_dim ({cfg.latent_dim}) values, or 0 for none"
         )
     if cfg.g_cond not in G_COND:
         raise UserError(f"g_cond {cfg.g_cond!r} not allowed; use {' or '.join(map(repr, G_COND))}")

@@ -54,7 +54,7 @@ from training.datasets import GanDataset, load_dataset
 from training.distributed import Dist
 from training.errors import TrainingDiverged, UserError
 from training.models import build_models
-from training.models.dcgan import latent_code, with_code
+from training.models.code import latent_code, with_code
 from training.train_config import (
     RESUMABLE_OVERRIDES,
     TrainConfig,
@@ -288,6 +288,13 @@ class Trainer:
 
     def sample_latents(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """z (and labels) for this rank's slice of a global batch of ``n``."""
+        code = self.model_cfg.latent_code
+        if code and self.cfg.mode_seeking > 0:  # pairs (i, i + n/2) share a code: see g_step
+            z = torch.randn(n, self.model_cfg.latent_dim, device=self.device, generator=self.gen)
+            z = torch.cat(
+                [z[: n // 2], with_code(z[n // 2 :], latent_code(z[: n // 2], code), code)]
+            )
+            return self.dist.shard(z), None
         z = self.randn(n, self.model_cfg.latent_dim)
         if not self.conditional:
             return z, None
@@ -313,6 +320,9 @@ class Trainer:
         if self.cfg.style_mixing > 0:
             # Style-mixing regularisation: from a random layer on, use a second latent's w.
             z2 = self.randn(n, *z.shape[1:])
+            code = self.model_cfg.latent_code
+            if code:  # the second latent keeps the first one's code: one code per image
+                z2 = with_code(z2, latent_code(z, code), code)
             w2 = G.mapping(z2, labels)
             cutoff = torch.randint(1, num_ws, (n,), device=self.device, generator=gen)
             mix = torch.rand(n, device=self.device, generator=gen) < self.cfg.style_mixing

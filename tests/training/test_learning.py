@@ -119,7 +119,7 @@ def test_cgan_learns_diverse_class_conditional_digits(tmp_path):
 def code_purity(run, judge) -> tuple[float, list[int]]:
     """How much each value of a DCGAN's latent code (argmax of z's first 10 components) draws
     one digit: the judge's majority share per value, averaged; and each value's majority digit."""
-    from training.models.dcgan import with_code
+    from training.models.code import with_code
 
     g = torch.Generator().manual_seed(123)
     counts = torch.zeros(10, 10, dtype=torch.long)  # [code value, judged digit]

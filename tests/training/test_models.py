@@ -124,7 +124,7 @@ def test_conditional_batchnorm_cgan_exports_with_parity(tmp_path):
 
 def test_latent_code_is_read_from_z_and_uniform_with_or_without_truncation():
     from gancore.sampling import z_from_seeds
-    from training.models.dcgan import latent_code, with_code
+    from training.models.code import latent_code, with_code
 
     g = torch.Generator().manual_seed(0)
     z = torch.randn(20_000, 16, generator=g)
@@ -145,7 +145,7 @@ def test_latent_code_is_read_from_z_and_uniform_with_or_without_truncation():
 
 
 def test_dcgan_with_a_latent_code_feeds_it_to_g_and_gives_d_a_code_head():
-    from training.models.dcgan import latent_code, with_code
+    from training.models.code import latent_code, with_code
 
     torch.manual_seed(0)
     cfg = _cfg("dcgan", 32, latent_code=10)
@@ -168,7 +168,7 @@ def test_dcgan_with_a_latent_code_feeds_it_to_g_and_gives_d_a_code_head():
     "kw, message",
     [
         ({"kind": "cgan", "num_classes": 10, "latent_code": 10}, "latent_code 10 not allowed"),
-        ({"kind": "stylegan", "latent_code": 10}, "it is a dcgan option"),
+        ({"kind": "stylegan", "num_classes": 10, "latent_code": 10}, "unconditional dcgan and"),
         ({"kind": "dcgan", "latent_code": 1}, "from 2 to latent_dim"),
         ({"kind": "dcgan", "latent_code": 20, "latent_dim": 16}, "latent_dim (16)"),
     ],
@@ -226,3 +226,88 @@ def test_code_loss_reaches_d_in_the_d_step_and_g_in_the_g_step(tmp_path):
         g_grads[weight] = t.G.code_embed.weight.grad.clone()
     assert d_grads[0.0].abs().max() == 0 and d_grads[0.5].abs().max() > 0
     assert not torch.allclose(g_grads[0.0], g_grads[0.5])
+
+
+def test_stylegan_with_a_latent_code_maps_it_with_z_and_gives_d_a_code_head():
+    """StyleGAN-lite reads the code from z like the DCGAN: the mapping takes z joined to the
+    code's embedding (as a class label would be), and D gets a head that reads the code."""
+    import torch.nn.functional as F
+
+    from training.models.code import with_code
+    from training.models.stylegan import SQRT2, normalize_2nd_moment
+
+    torch.manual_seed(0)
+    G, D = build_models(_cfg("stylegan", 16, latent_code=10))
+    z = with_code(torch.randn(4, 16), torch.tensor([0, 3, 7, 9]), 10)
+    onehot = F.one_hot(torch.tensor([0, 3, 7, 9]), 10).float()
+    x = torch.cat([normalize_2nd_moment(z), normalize_2nd_moment(G.mapping.code_embed(onehot))], 1)
+    for layer in G.mapping.layers:
+        x = F.leaky_relu(layer(x), 0.2) * SQRT2
+    assert torch.allclose(G.mapping(z), x, atol=1e-6)
+    # The code, not the rest of z, is what the embedding sees: another code, another w.
+    other = with_code(z, torch.tensor([1, 1, 1, 1]), 10)
+    assert not torch.allclose(G.mapping(other)[1:], G.mapping(z)[1:])
+    img = G(z)
+    logit, code_logits = D.forward_with_code(img)
+    assert torch.equal(logit, D(img)) and code_logits.shape == (4, 10)
+    plain_g, plain_d = build_models(_cfg("stylegan", 16))
+    assert plain_g.mapping.code_embed is None and plain_d.code_head is None
+
+
+def test_stylegan_style_mixing_keeps_the_code_of_the_first_latent(tmp_path):
+    """Style mixing draws a second latent for the later layers; with a latent code it carries the
+    first latent's code, so every layer of an image is asked for the code D must read."""
+    from training.datasets import load_dataset
+    from training.models.code import latent_code
+    from training.trainer import Trainer
+
+    cfg, model_kwargs = resolve_options({"model": "stylegan", "dataset": "digits",
+        "resolution": 16, "batch_size": 32, "eval_every": 0, "g_width": 8, "d_width": 8,
+        "latent_dim": 16, "latent_code": 10, "style_mixing": 1.0})  # fmt: skip
+    model_cfg = ModelConfig(kind="stylegan", resolution=16, **model_kwargs)
+    t = Trainer(cfg, model_cfg, load_dataset("digits", 16, "train"), tmp_path, progress=False)
+    seen = []
+    mapping = t.G.mapping.forward
+    t.G.mapping.forward = lambda z, label=None: (seen.append(z), mapping(z, label))[1]
+    z, _ = t.sample_latents(32)
+    t.generate(z, None)
+    assert len(seen) == 2 and not torch.equal(seen[0], seen[1])
+    assert torch.equal(latent_code(seen[1], 10), latent_code(z, 10))
+
+
+def test_stylegan_with_a_latent_code_trains_and_exports_mapping_z_alone(tmp_path):
+    from export.exporter import export_run
+    from tests.conftest import train_run
+
+    run = train_run("stylegan", tmp_path / "run", latent_code=10, log_every=1)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    code_losses = [r["loss_code"] for r in records if "loss_code" in r]
+    assert code_losses and all(0 < v < 5 for v in code_losses), code_losses
+    bundle = export_run(run, tmp_path / "bundle", formats=("onnx",))
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert m["latent_code"] == 10
+    assert [i["name"] for i in m["graphs"]["mapping"]["inputs"]] == ["z"]
+    assert 0 <= m["parity"]["max_abs_diff"] <= 1e-4
+
+
+@pytest.mark.parametrize("kind", ["dcgan", "stylegan"])
+def test_mode_seeking_pairs_share_the_latent_code(tmp_path, kind):
+    """With a latent code and --mode-seeking, the pairs (i, i + n/2) the term compares carry the
+    same code (as a cGAN's pairs carry one class), so it spreads the images of one code apart;
+    without mode seeking z is drawn as before."""
+    from training.datasets import load_dataset
+    from training.models.code import latent_code
+    from training.trainer import Trainer
+
+    def trainer(**kw):
+        cfg, model_kwargs = resolve_options({"model": kind, "dataset": "digits",
+            "resolution": 16, "batch_size": 32, "eval_every": 0, "g_width": 8, "d_width": 8,
+            "latent_dim": 16, "latent_code": 10, **kw})  # fmt: skip
+        model_cfg = ModelConfig(kind=kind, resolution=16, **model_kwargs)
+        return Trainer(cfg, model_cfg, load_dataset("digits", 16, "train"), tmp_path)
+
+    z, _ = trainer(mode_seeking=0.2).sample_latents(32)
+    assert torch.equal(latent_code(z[:16], 10), latent_code(z[16:], 10))
+    assert not torch.equal(z[:16, 10:], z[16:, 10:])
+    plain, _ = trainer().sample_latents(32)
+    assert not torch.equal(latent_code(plain[:16], 10), latent_code(plain[16:], 10))

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from training.config import ModelConfig
+from training.models.code import latent_code
 
 
 def _width(cfg: ModelConfig, base: int, res: int) -> int:
@@ -16,28 +17,6 @@ def _width(cfg: ModelConfig, base: int, res: int) -> int:
 
 def _sn(module: nn.Module, enabled: bool) -> nn.Module:
     return nn.utils.parametrizations.spectral_norm(module) if enabled else module
-
-
-def latent_code(z: torch.Tensor, values: int) -> torch.Tensor:
-    """The categorical code a DCGAN with ``latent_code`` reads from z: the argmax of its first
-    ``values`` components. Uniform over the values for any z with i.i.d. symmetric components,
-    truncated or not."""
-    return z[:, :values].argmax(dim=1)
-
-
-def with_code(z: torch.Tensor, code: torch.Tensor, values: int) -> torch.Tensor:
-    """``z`` with its first ``values`` components permuted so that :func:`latent_code` reads
-    ``code`` from each row: the row's largest of them swaps places with component ``code``. For
-    i.i.d. z this draws z given its code, e.g. a sample grid with one row per code value."""
-    code = torch.as_tensor(code, device=z.device)
-    if code.numel() and (int(code.min()) < 0 or int(code.max()) >= values):
-        raise ValueError(f"code values must be in 0..{values - 1}, got {code.tolist()}")
-    rows = torch.arange(z.shape[0], device=z.device)
-    top = latent_code(z, values)
-    out = z.clone()
-    out[rows, code] = z[rows, top]
-    out[rows, top] = z[rows, code]
-    return out
 
 
 class DCGANGenerator(nn.Module):
