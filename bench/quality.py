@@ -83,7 +83,7 @@ def score_run(run_dir: Path, ref, n: int, floor: float) -> dict:
 
 
 def save_docs_grid(run_dir: Path, kind: str, path: Path, scale: int = 4) -> None:
-    """A sample grid of the final G_ema (cGAN: one row per class; DCGAN with a latent code: one
+    """A sample grid of the final G_ema (cGAN: one row per class; with a latent code: one
     row per code value), upscaled ``scale``x nearest."""
     from PIL import Image
 
@@ -96,7 +96,7 @@ def save_docs_grid(run_dir: Path, kind: str, path: Path, scale: int = 4) -> None
             images = run.G_ema(
                 torch.randn(len(labels), run.model_cfg.latent_dim, generator=g), labels
             )
-        elif run.model_cfg.latent_code:  # one row per value of the DCGAN's InfoGAN code
+        elif run.model_cfg.latent_code:  # one row per value of the InfoGAN code
             from training.models.code import with_code
 
             k = run.model_cfg.latent_code

@@ -28,9 +28,9 @@ from training.trainer import TrainConfig, train
 
 # The demo recipe (README "Quality" has the measurements behind it). Budget: the three train two
 # families at a time on one thread each, in 5.5-8 minutes of wall time on these 2 shared cores
-# (bench/quality.py: 326 s and 479 s on two runs of one day). StyleGAN-lite costs ~7x a DCGAN-32
-# per image (120 vs 834 img per CPU-second, bf16), so it takes one worker alone while the other
-# trains the cGAN then the DCGAN. bf16 autocast on CPU: 1.4x (StyleGAN-lite) to 2.4x (DCGAN) the
+# (bench/quality.py: 326 s and 479 s on two runs of one day). StyleGAN-lite costs ~4x a DCGAN-32
+# per image (in a fresh-clone demo, 128 against 555 img/s, bf16, two processes side by side), so
+# it takes one worker alone while the other trains the cGAN then the DCGAN. bf16 autocast on CPU: 1.4x (StyleGAN-lite) to 2.4x (DCGAN) the
 # fp32 speed. The concatenated-label cGAN collapses to one image per class at this size whatever
 # the augmentation or instance noise (recall 0.05-0.09); the mode-seeking term keeps each class
 # diverse; class-conditional BatchNorm conditioned too weakly (accuracy 0.3-0.5). cGAN lr 3.5e-4
@@ -52,19 +52,27 @@ from training.trainer import TrainConfig, train
 # 0.636, 0.905 / 4.25x, 0.611, 0.883; 10 values, weight 0.5 (the recipe) 2.72x, 0.775, 0.769 /
 # 2.69x, 0.770, 0.812; weight 1 2.73x, 0.791, 0.783 / 2.86x, 0.776, 0.734; weight 0.3 2.98x,
 # 0.752, 0.764 (seed 0); 16 values, weight 1 2.01x, 0.746, 0.764 / 2.19x, 0.791, 0.706.
-# StyleGAN-lite is refused at 36 kimg (40.5x, precision 0.57); continued, the same run reached
-# 18.2x / 0.52 at 72 kimg, 8.6x / 0.54 at 90 and 3.4x / 0.57 (recall 0.90) at 126 kimg: the budget
-# is why it is far, and its precision stays under the DCGAN's even at the DCGAN's length.
+# No online evaluations (eval_every 0): the demo exports the last checkpoint and the gate scores
+# it, and the evaluations (fixed seeds, they do not change the weights) cost ~15 s a family.
+# StyleGAN-lite with the family defaults was refused at 36 kimg (40.5x, precision 0.57, recall
+# 0.33). channels_last: StyleGAN-lite 8 kimg in 59 s instead of 85 s of steps, two processes side
+# by side; the cGAN 16 kimg in 32 s either way (so the DCGAN and the cGAN keep the default).
+# StyleGAN-lite, same seed and scoring, 50 kimg unless said: R1 gamma 4 27x (45 kimg), gamma 10
+# 25x, gamma 0.01 69x (36 kimg); the latent code: 15.6x, P 0.69 but recall 0.24 (one image per
+# value); with mode seeking 0.2 10.3x, P 0.52, R 0.65; 0.1 8.0x, 0.65, 0.58; lr 3e-3 with 0.2
+# 7.8x, 0.56, 0.69; lr 3e-3 with 0.1 6.1x, 0.68, 0.64 at 48 kimg and 5.2x, 0.70, 0.69 at 60;
+# lr 4e-3 6.1x, 0.62, 0.67 at 48 and 4.1x, 0.67, 0.73 at 60. A 4x4 transposed-conv G and
+# stride-2 D (1.6x the step speed, not kept) reached the same figures per second of training.
 DEMO_OPTIONS: dict[str, dict[str, Any]] = {
     "dcgan": {"resolution": 32, "g_width": 32, "d_width": 32, "kimg": 120, "lr": 5e-4,
-              "r1_gamma": 1.0, "precision": "bf16", "channels_last": True, "latent_code": 10,
-              "code_weight": 0.5},
+              "r1_gamma": 1.0, "precision": "bf16", "latent_code": 10, "code_weight": 0.5,
+              "eval_every": 0},
     "cgan": {"resolution": 32, "g_width": 32, "d_width": 32, "kimg": 130, "precision": "bf16",
-             "channels_last": True, "g_cond": "concat", "augment": "translation,cutout",
-             "mode_seeking": 0.2},
+             "g_cond": "concat", "augment": "translation,cutout", "mode_seeking": 0.2,
+             "eval_every": 0},
     "stylegan": {"resolution": 32, "g_width": 16, "d_width": 16, "kimg": 56, "lr": 3e-3,
                  "r1_gamma": 4.0, "precision": "bf16", "channels_last": True, "latent_code": 10,
-                 "code_weight": 0.5, "mode_seeking": 0.1},
+                 "code_weight": 0.5, "mode_seeking": 0.1, "eval_every": 0},
 }  # fmt: skip
 # Longest first, so that two workers finish close together.
 TRAIN_ORDER = ("stylegan", "cgan", "dcgan")
