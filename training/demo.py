@@ -27,11 +27,11 @@ from training.errors import UserError
 from training.trainer import TrainConfig, train
 
 # The demo recipe (README "Quality" has the measurements behind it). Budget: the three train two
-# families at a time on one thread each, in 5.5-8 minutes of wall time on these 2 shared cores
-# (bench/quality.py: 326 s and 479 s on two runs of one day). StyleGAN-lite costs ~4x a DCGAN-32
-# per image (in a fresh-clone demo, 128 against 555 img/s, bf16, two processes side by side), so
-# it takes one worker alone while the other trains the cGAN then the DCGAN. bf16 autocast on CPU: 1.4x (StyleGAN-lite) to 2.4x (DCGAN) the
-# fp32 speed. The concatenated-label cGAN collapses to one image per class at this size whatever
+# families at a time on one thread each, in 7-8.5 minutes of wall time on these 2 shared cores
+# (bench/quality.py: 419 s; fresh-clone demos: StyleGAN-lite alone 423-498 s of steps).
+# StyleGAN-lite costs ~4x a DCGAN-32 per image (in a fresh-clone demo, 128 against 555 img/s,
+# bf16, two processes side by side), so it takes one worker alone while the other trains the cGAN
+# then the DCGAN. bf16 autocast on CPU: 1.4x (StyleGAN-lite) to 2.4x (DCGAN) the fp32 speed. The concatenated-label cGAN collapses to one image per class at this size whatever
 # the augmentation or instance noise (recall 0.05-0.09); the mode-seeking term keeps each class
 # diverse; class-conditional BatchNorm conditioned too weakly (accuracy 0.3-0.5). cGAN lr 3.5e-4
 # at 100 kimg (the recipe; 23% less training than lr 2e-4 at 130 kimg, which the StyleGAN-lite's
@@ -151,8 +151,9 @@ def train_demo_models(
 ) -> dict[str, Path]:
     """Train (or reuse, or finish) one digits run per family under ``out_dir``; returns
     ``{kind: run_dir}`` in the order of ``kinds``. ``jobs`` > 1 trains that many families at
-    once, each in its own process with ``cores // jobs`` torch threads. Runs keep
-    ``checkpoints/best.pt`` by the online FD-classifier. ``after(kind, run_dir)`` runs as soon
+    once, each in its own process with ``cores // jobs`` torch threads. Runs with evaluations
+    (not the demo's) keep ``checkpoints/best.pt`` by the online FD-classifier. ``after(kind,
+    run_dir)`` runs as soon
     as that family is trained, one at a time on a worker of its own, while the others still
     train (the demo exports and gates each bundle there)."""
     out_dir = Path(out_dir)

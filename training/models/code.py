@@ -8,9 +8,9 @@ import torch
 
 
 def latent_code(z: torch.Tensor, values: int) -> torch.Tensor:
-    """The categorical code a DCGAN or StyleGAN-lite with ``latent_code`` reads from z: the argmax of its first
-    ``values`` components. Uniform over the values for any z with i.i.d. symmetric components,
-    truncated or not."""
+    """The categorical code a DCGAN or StyleGAN-lite with ``latent_code`` reads from z: the
+    argmax of its first ``values`` components. Uniform over the values for any z with i.i.d.
+    symmetric components, truncated or not."""
     return z[:, :values].argmax(dim=1)
 
 
