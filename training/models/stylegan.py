@@ -43,15 +43,25 @@ class EqualLinear(nn.Module):
 
 
 class EqualConv2d(nn.Module):
-    def __init__(self, in_c: int, out_c: int, k: int, bias: bool = True):
+    """Conv with equalised learning rate; with ``activate``, followed by lrelu(0.2) * sqrt(2).
+
+    The activation's gain is folded into the weight and bias (lrelu(c*y) = c*lrelu(y) for c > 0):
+    a multiply of the small weight instead of the whole activation, forward and backward."""
+
+    def __init__(self, in_c: int, out_c: int, k: int, bias: bool = True, activate: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_c, in_c, k, k))
         self.bias = nn.Parameter(torch.zeros(out_c)) if bias else None
-        self.gain = 1.0 / math.sqrt(in_c * k * k)
+        self.activate = activate
+        self.gain = (SQRT2 if activate else 1.0) / math.sqrt(in_c * k * k)
         self.padding = k // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.gain, self.bias, padding=self.padding)
+        bias = self.bias
+        if bias is not None and self.activate:
+            bias = bias * SQRT2
+        x = F.conv2d(x, self.weight * self.gain, bias, padding=self.padding)
+        return F.leaky_relu(x, 0.2) if self.activate else x
 
 
 def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -95,7 +105,11 @@ class MappingNetwork(nn.Module):
 
 
 class ModulatedConv(nn.Module):
-    """Style-modulated conv, unfused: x*s -> conv(shared weight) -> demodulate per sample."""
+    """Style-modulated conv, unfused: x*s -> conv(shared weight) -> demodulate per sample.
+
+    ``up``: the input is upsampled 2x (bilinear) first. Both are linear and per channel, so the
+    style multiplies the input before the upsampling, on a quarter of the elements. ``out_gain``
+    scales the output (folded into the per-sample demodulation, a small tensor)."""
 
     def __init__(self, in_c: int, out_c: int, k: int, w_dim: int, demodulate: bool = True):
         super().__init__()
@@ -105,16 +119,32 @@ class ModulatedConv(nn.Module):
         self.demodulate = demodulate
         self.padding = k // 2
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        up: bool = False,
+        out_gain: float = 1.0,
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``bias`` [out_c], added to the demodulated output in the same pass (addcmul)."""
         s = self.affine(w)  # [N, in_c]
         weight = self.weight * self.gain
-        x = F.conv2d(x * s[:, :, None, None], weight, padding=self.padding)
+        x = x * s[:, :, None, None]
+        if up:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        x = F.conv2d(x, weight, padding=self.padding)
         if self.demodulate:
             # sigma[n, o] = sqrt(sum_{i,k} (W[o,i,k] s[n,i])^2)
             wsq = weight.square().sum(dim=(2, 3))  # [out, in]
-            d = (s.square() @ wsq.t() + 1e-8).rsqrt()  # [N, out]
-            x = x * d[:, :, None, None]
-        return x
+            d = (s.square() @ wsq.t() + 1e-8).rsqrt() * out_gain  # [N, out]
+            d = d.to(x.dtype)[:, :, None, None]
+            if bias is None:
+                return x * d
+            return torch.addcmul(bias.to(x.dtype)[None, :, None, None], x, d)
+        if out_gain != 1.0:
+            x = x * out_gain
+        return x if bias is None else x + bias.to(x.dtype)[None, :, None, None]
 
 
 class StyleLayer(nn.Module):
@@ -131,12 +161,13 @@ class StyleLayer(nn.Module):
         self.res = res
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        if self.up:
-            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-        x = self.conv(x, w)
+        # lrelu(0.2) * sqrt(2) of (conv + noise + bias), the gain folded into the three terms
+        # (lrelu(c*y) = c*lrelu(y), c > 0): no multiply of the whole activation.
+        x = self.conv(x, w, up=self.up, out_gain=SQRT2, bias=self.bias * SQRT2)
         n = self.noise_const if noise is None else noise
-        x = x + n * self.noise_strength + self.bias[None, :, None, None]
-        return F.leaky_relu(x, 0.2) * SQRT2
+        # In the conv's dtype (bf16 under autocast): fp32 noise would promote the whole
+        # activation to fp32 here and cost a cast back at the next conv.
+        return F.leaky_relu(x + (n * (self.noise_strength * SQRT2)).to(x.dtype), 0.2)
 
 
 class ToRGB(nn.Module):
@@ -273,15 +304,19 @@ class StyleGANDiscriminator(nn.Module):
         self.cfg = cfg
         res = cfg.resolution
         c = _width(cfg, cfg.d_width, res)
-        self.from_rgb = EqualConv2d(cfg.channels, c, 1)
+        self.from_rgb = EqualConv2d(cfg.channels, c, 1, activate=True)
         blocks = []
         while res > 4:
             c_next = _width(cfg, cfg.d_width, res // 2)
-            blocks.append(nn.ModuleList([EqualConv2d(c, c, 3), EqualConv2d(c, c_next, 3)]))
+            blocks.append(
+                nn.ModuleList(
+                    [EqualConv2d(c, c, 3, activate=True), EqualConv2d(c, c_next, 3, activate=True)]
+                )
+            )
             c, res = c_next, res // 2
         self.blocks = nn.ModuleList(blocks)
         self.mbstd = MinibatchStd()
-        self.conv4 = EqualConv2d(c + 1, c, 3)
+        self.conv4 = EqualConv2d(c + 1, c, 3, activate=True)
         self.fc = EqualLinear(c * 16, c)
         self.out = EqualLinear(c, 1)
         self.embed = EqualLinear(cfg.num_classes, c) if cfg.conditional else None
@@ -289,13 +324,11 @@ class StyleGANDiscriminator(nn.Module):
         self.code_head = EqualLinear(c, cfg.latent_code) if cfg.latent_code else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.leaky_relu(self.from_rgb(x), 0.2) * SQRT2
+        x = self.from_rgb(x)
         for conv0, conv1 in self.blocks:
-            x = F.leaky_relu(conv0(x), 0.2) * SQRT2
-            x = F.leaky_relu(conv1(x), 0.2) * SQRT2
-            x = F.avg_pool2d(x, 2)
+            x = F.avg_pool2d(conv1(conv0(x)), 2)
         x = self.mbstd(x)
-        x = F.leaky_relu(self.conv4(x), 0.2) * SQRT2
+        x = self.conv4(x)
         return F.leaky_relu(self.fc(x.flatten(1)), 0.2) * SQRT2
 
     def forward_with_code(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
