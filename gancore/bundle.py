@@ -241,7 +241,7 @@ class Bundle:
         self.channels: int = int(img["channels"])
         self.resolution: int = int(img["resolution"])
         self.latent_dim: int = int(m["latent_dim"])
-        self.latent_code: int = int(m.get("latent_code") or 0)  # dcgan: values of z's code
+        self.latent_code: int = int(m.get("latent_code") or 0)  # values of z's code (0: none)
         self.class_names: list[str] = list(m.get("class_names") or [])
         self.num_classes: int = int(m.get("num_classes") or 0)
         self.num_ws: int | None = m.get("num_ws")

@@ -219,6 +219,42 @@ def latent_codes(z: np.ndarray, values: int) -> np.ndarray:
     return np.asarray(z)[:, :values].argmax(axis=1)
 
 
+def with_code(z: np.ndarray, codes: np.ndarray, values: int) -> np.ndarray:
+    """``z`` with its first ``values`` components permuted so that :func:`latent_codes` reads
+    ``codes`` from each row: the row's largest of them swaps places with component ``code``
+    (``training.models.code.with_code`` in numpy)."""
+    z = np.asarray(z, np.float32)
+    codes = np.asarray(codes, np.int64)
+    rows = np.arange(z.shape[0])
+    top = latent_codes(z, values)
+    out = z.copy()
+    out[rows, codes] = z[rows, top]
+    out[rows, top] = z[rows, codes]
+    return out
+
+
+def style_mix_recoded_z(
+    row_z: np.ndarray, col_z: np.ndarray, styles: Sequence[int], values: int
+) -> tuple[np.ndarray | None, bool]:
+    """A model with a latent code (``values`` > 0) was trained to mix styles only between two
+    latents of the same code value, and the code reaches every layer through w: mixing two seeds
+    of different codes blends two digits. So each mixed cell takes one code, that of the seed
+    that gives it its coarsest layer (ws[0]: the column's when ``styles`` holds layer 0, else
+    the row's), and the other seed's z is redrawn in that code.
+
+    Returns the z to map for each mixed cell, row-major ``[R * C, latent]``, and True when they
+    replace the row seeds' ws (the code is the column's), False when they replace the column
+    seeds'; ``(None, False)`` for a model without a code."""
+    if not values:
+        return None, False
+    row_z, col_z = np.asarray(row_z, np.float32), np.asarray(col_z, np.float32)
+    r = np.repeat(np.arange(len(row_z)), len(col_z))
+    c = np.tile(np.arange(len(col_z)), len(row_z))
+    if 0 in styles:
+        return with_code(row_z[r], latent_codes(col_z[c], values), values), True
+    return with_code(col_z[c], latent_codes(row_z[r], values), values), False
+
+
 def truncate_w(
     w: np.ndarray, w_avg: np.ndarray, psi: float, cutoff: int | None = None
 ) -> np.ndarray:
@@ -273,17 +309,32 @@ def check_styles(
     return styles
 
 
-def style_mix_cells(row_ws: np.ndarray, col_ws: np.ndarray, styles: Sequence[int]) -> np.ndarray:
+def style_mix_cells(
+    row_ws: np.ndarray,
+    col_ws: np.ndarray,
+    styles: Sequence[int],
+    recoded_ws: np.ndarray | None = None,
+    recoded_rows: bool = False,
+) -> np.ndarray:
     """The style-mixing grid's ws ``[(R+1) * (C+1), num_ws, w_dim]`` in row-major order (NVlabs'
     layout): a blank corner (zeros; its image is painted black), the column seeds' ws, then per
-    row seed its own ws followed by one cell per column seed with layers ``styles`` taken from it."""
+    row seed its own ws followed by one cell per column seed with layers ``styles`` taken from it.
+    ``recoded_ws`` (``[R * C, ...]``, from :func:`style_mix_recoded_z`) replace, cell by cell, the
+    row seeds' ws (``recoded_rows``) or the column seeds' in the mixed cells."""
     cells = [np.zeros_like(row_ws[0])]
     cells += list(col_ws)
+    idx = list(styles)
     for r in range(len(row_ws)):
         cells.append(row_ws[r])
         for c in range(len(col_ws)):
-            mixed = row_ws[r].copy()
-            mixed[list(styles)] = col_ws[c][list(styles)]
+            base, donor = row_ws[r], col_ws[c]
+            if recoded_ws is not None:
+                if recoded_rows:
+                    base = recoded_ws[r * len(col_ws) + c]
+                else:
+                    donor = recoded_ws[r * len(col_ws) + c]
+            mixed = base.copy()
+            mixed[idx] = donor[idx]
             cells.append(mixed)
     return np.stack(cells)
 
@@ -405,7 +456,18 @@ def style_mix(
         lab = labels_for_seeds(all_seeds, bundle.num_classes) if labels is None else labels
         lab = check_labels(lab, bundle.num_classes, len(all_seeds))
     ws = ws_for_seeds(bundle, all_seeds, lab, truncation, None, batch_size)
-    cells = style_mix_cells(ws[: len(row_seeds)], ws[len(row_seeds) :], styles)
+    z = z_from_seeds(all_seeds, bundle.latent_dim)
+    n_rows = len(row_seeds)
+    recoded_z, recoded_rows = style_mix_recoded_z(
+        z[:n_rows], z[n_rows:], styles, bundle.latent_code
+    )
+    recoded = None
+    if recoded_z is not None:
+        w = np.concatenate(
+            [bundle.mapping(recoded_z[sl], None) for sl in _chunks(len(recoded_z), batch_size)]
+        )
+        recoded = ws_from_w(w, bundle.num_ws, bundle.w_avg, truncation)
+    cells = style_mix_cells(ws[:n_rows], ws[n_rows:], styles, recoded, recoded_rows)
     images = synthesize(bundle, cells, batch_size)
     images[0] = -1.0  # blank corner (black)
     return images

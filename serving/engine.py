@@ -47,6 +47,7 @@ class ModelInfo:
     calibration: dict[str, Any] | None = None
     path: str = ""
     fused: bool = False
+    latent_code: int = 0  # values of the categorical code read from z (0: none)
 
     @property
     def num_classes(self) -> int:
@@ -83,6 +84,7 @@ class ModelInfo:
             calibration=getattr(bundle, "filters", None),
             path=str(bundle.path),
             fused=bool(getattr(bundle, "fused", False)),
+            latent_code=int(getattr(bundle, "latent_code", 0) or 0),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,6 +105,9 @@ class ModelInfo:
             "ungated": self.ungated,
             "fused_render": self.fused,
             "filters": ["none", "top_k"] + (["drs"] if self.drs_ready else []),
+            # The InfoGAN code's values (dcgan/stylegan; null without one): the argmax of z's
+            # first latent_code components picks the digit-like mode a seed draws.
+            "latent_code": self.latent_code or None,
         }
         if self.kind == "stylegan":
             out.update(num_ws=self.num_ws, w_dim=self.w_dim, style_ranges=self.style_ranges)

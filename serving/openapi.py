@@ -22,7 +22,8 @@ DESCRIPTIONS = {
     "filtered by the discriminator (top_k, drs)",
     "/generate_conditional": "n images per class; class_label is an index, a name, or a list",
     "/style_mix": "the style-mixing grid: row seeds' images with the col_styles layers taken from "
-    "each column seed (StyleGAN-lite)",
+    "each column seed (StyleGAN-lite; with a latent code, each cell keeps the code of the seed "
+    "giving it layer 0)",
     "/interpolate": "steps images from seeds[0] to seeds[1]: slerp in z or lerp in w",
 }
 ERRORS = {

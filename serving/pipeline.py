@@ -356,8 +356,17 @@ class Pipeline:
             raise _export_error(exc, "col_styles") from None
         all_seeds = list(row_seeds) + list(col_seeds)
         labels = self.labels(info, all_seeds, None)
-        ws = await self.ws(info, sampling.z_from_seeds(all_seeds, info.latent_dim), labels, psi)
-        cells = sampling.style_mix_cells(ws[: len(row_seeds)], ws[len(row_seeds) :], styles)
+        z = sampling.z_from_seeds(all_seeds, info.latent_dim)
+        ws = await self.ws(info, z, labels, psi)
+        n_rows = len(row_seeds)
+        # A coded model mixes within one code per cell (gancore.sampling.style_mix_recoded_z).
+        recoded_z, recoded_rows = sampling.style_mix_recoded_z(
+            z[:n_rows], z[n_rows:], styles, info.latent_code
+        )
+        recoded = None
+        if recoded_z is not None:
+            recoded = await self.ws(info, recoded_z, [None] * len(recoded_z), psi)
+        cells = sampling.style_mix_cells(ws[:n_rows], ws[n_rows:], styles, recoded, recoded_rows)
         meta: list[dict[str, Any]] = [{"blank": True}]
         cell_labels: list[int | None] = [labels[0]]
         for c, s in enumerate(col_seeds):

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from training.models.code import latent_code, with_code
+
 # Grids of 16 px digits are tiny; enlarge them (nearest neighbour, so pixels stay honest).
 MIN_GRID_SIDE = 256
 
@@ -80,10 +82,25 @@ def style_mixing_images(
     cells = [torch.full_like(img_c[:1], 1.0)]  # blank (white) corner
     cells += list(img_c.split(1))
     idx = torch.tensor(list(styles), dtype=torch.long, device=dev)
+    values = G.mapping.cfg.latent_code
     for r in range(len(row_z)):
         cells.append(img_r[r : r + 1])
-        mixed = ws_r[r : r + 1].expand(len(col_z), -1, -1).clone()
-        mixed[:, idx] = ws_c[:, idx]
+        base = ws_r[r : r + 1].expand(len(col_z), -1, -1)
+        donor = ws_c
+        if values:  # one code per cell, the coarsest layer's (gancore.sampling's rule)
+            if 0 in styles:
+                z = with_code(
+                    row_z[r : r + 1].expand(len(col_z), -1), latent_code(col_z, values), values
+                )
+                base = ws_of(z)
+            else:
+                donor = ws_of(
+                    with_code(
+                        col_z, latent_code(row_z[r : r + 1], values).expand(len(col_z)), values
+                    )
+                )
+        mixed = base.clone()
+        mixed[:, idx] = donor[:, idx]
         cells += list(G.synthesis(mixed).split(1))
     return torch.cat(cells)
 

@@ -152,6 +152,71 @@ def test_style_mix_cells_layout():
         sampling.check_styles([], 4)
 
 
+def test_with_code_is_the_training_rule_in_numpy():
+    import torch
+
+    from training.models.code import with_code
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((40, 12)).astype(np.float32)
+    codes = rng.integers(0, 5, 40)
+    got = sampling.with_code(z, codes, 5)
+    want = with_code(torch.from_numpy(z), torch.from_numpy(codes), 5).numpy()
+    np.testing.assert_array_equal(got, want)
+    assert (sampling.latent_codes(got, 5) == codes).all()
+    assert (got[:, 5:] == z[:, 5:]).all()  # only the code's components move
+
+
+class _IdentityMapping:
+    """A StyleGAN-lite stand-in whose mapping is w = z, so each style layer of a cell shows the
+    z it came from, and with it that z's code."""
+
+    kind, num_classes, latent_dim, w_dim, num_ws, w_avg = "stylegan", 0, 8, 8, 6, None
+    channels, resolution, style_ranges = 1, 4, None
+
+    def __init__(self, latent_code: int):
+        self.latent_code = latent_code
+        self.cells = None
+
+    def mapping(self, z, labels):
+        return np.asarray(z, np.float32)
+
+    def synthesis(self, ws):
+        self.cells = ws if self.cells is None else np.concatenate([self.cells, ws])
+        return np.zeros((len(ws), 1, 4, 4), np.float32)
+
+
+@pytest.mark.parametrize("styles", [[0, 1], [3, 4, 5]])
+def test_style_mix_of_a_coded_model_keeps_one_code_per_cell(styles):
+    rows, cols = [1, 2, 3, 4], [5, 6, 7, 8, 9]
+    z = sampling.z_from_seeds(rows + cols, 8)
+    codes = sampling.latent_codes(z, 4)
+    assert len(set(codes[:4].tolist()) | set(codes[4:].tolist())) > 1  # the seeds' codes differ
+    b = _IdentityMapping(latent_code=4)
+    sampling.style_mix(b, rows, cols, styles)
+    cells = b.cells.reshape(len(rows) + 1, len(cols) + 1, 6, 8)
+    other = [i for i in range(6) if i not in styles]
+    for r in range(len(rows)):
+        np.testing.assert_array_equal(cells[r + 1, 0], np.repeat(z[r][None], 6, 0))  # row seed
+        for c in range(len(cols)):
+            cell = cells[r + 1, c + 1]
+            cell_codes = sampling.latent_codes(cell, 4)
+            # The cell's code is that of the seed giving it layer 0, on every layer.
+            want = codes[4 + c] if 0 in styles else codes[r]
+            assert (cell_codes == want).all(), (r, c, cell_codes, want)
+            if 0 in styles:  # the column's own z at its layers, the row's z recoded elsewhere
+                assert (cell[styles] == z[4 + c]).all()
+                assert (cell[other][:, 4:] == z[r, 4:]).all()
+            else:
+                assert (cell[other] == z[r]).all()
+                assert (cell[styles][:, 4:] == z[4 + c, 4:]).all()
+    # Without a code: the plain layout, each layer exactly one of the two seeds' z.
+    plain = _IdentityMapping(latent_code=0)
+    sampling.style_mix(plain, rows, cols, styles)
+    cells = plain.cells.reshape(len(rows) + 1, len(cols) + 1, 6, 8)
+    assert (cells[1, 1][styles] == z[4]).all() and (cells[1, 1][other] == z[0]).all()
+
+
 def test_interpolation_path_ends_at_the_seeds():
     z = sampling.interpolation_z(3, 8, 5, 16, "dcgan", 0.7)
     np.testing.assert_allclose(z[0], sampling.z_from_seed(3, 16, 0.7), atol=1e-6)

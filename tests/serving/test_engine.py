@@ -97,6 +97,39 @@ def test_style_mix_and_interpolation_follow_export_sampling(engine, pipe):
     np.testing.assert_array_equal(got.images, sampling.interpolate(cgan, 1, 9, 4, "z", label=2))
 
 
+def test_a_coded_stylegan_mixes_within_one_code_as_export_sampling_does(tmp_path):
+    """A StyleGAN-lite with a latent code: /models names the code, and the served style-mixing
+    grid is gancore.sampling's, whose mixed cells take one code each."""
+    from export.exporter import export_run
+    from tests.conftest import train_run
+
+    run_dir = train_run("stylegan", tmp_path / "run", latent_code=4)
+    path = export_run(run_dir, tmp_path / "sg-coded", formats=("onnx",))
+    settings = Settings(bundles=[str(path)], allow_ungated=True)
+    eng = Engine(load_bundles(settings))
+    try:
+        p = Pipeline(eng, Limits())
+        (bundle,) = eng.bundles
+        info = p.model(bundle.name)
+        assert bundle.latent_code == 4 and info.public()["latent_code"] == 4
+        rows, cols = [1, 2, 3], [4, 5, 6]
+        codes = sampling.latent_codes(sampling.z_from_seeds(rows + cols, bundle.latent_dim), 4)
+        assert len(set(codes.tolist())) > 1
+        ws = sampling.ws_for_seeds(bundle, rows + cols, None, 0.8)
+        for styles in ("coarse", "fine"):
+            got = run(p.style_mix(bundle.name, rows, cols, styles, 0.8))
+            want = sampling.style_mix(bundle, rows, cols, styles, 0.8)
+            np.testing.assert_array_equal(got.images, want)
+            # Mixing the seeds' own ws, whatever their codes, would draw other cells.
+            layers = sampling.check_styles(styles, bundle.num_ws, bundle.style_ranges)
+            plain = sampling.synthesize(bundle, sampling.style_mix_cells(ws[:3], ws[3:], layers))
+            mixed = [1 + (r + 1) * 4 + c for r in range(3) for c in range(3)]
+            differ = [not np.array_equal(got.images[i], plain[i]) for i in mixed]
+            assert any(differ) and not all(differ)  # cells whose two seeds share a code agree
+    finally:
+        eng.close()
+
+
 def test_conditional_classes_by_index_and_name(engine, pipe):
     cgan = bundle_of(engine, "cgan")
     name = cgan.class_names[7]

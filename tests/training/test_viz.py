@@ -37,6 +37,33 @@ def test_style_mixing_figure(tmp_path):
     assert path.is_file()
 
 
+@pytest.mark.parametrize("styles", [range(0, 2), range(3, 6)])
+def test_style_mixing_figure_of_a_coded_model_keeps_one_code_per_cell(styles):
+    """As gancore.sampling.style_mix: each mixed cell takes the code of the seed that gives it
+    layer 0, the other seed's z redrawn in that code (mapping replaced by w = z to read it)."""
+    from training.models.code import latent_code
+
+    cfg = ModelConfig(kind="stylegan", resolution=16, g_width=8, d_width=8, latent_dim=16,
+                      w_dim=16, latent_code=4)  # fmt: skip
+    G, _ = build_models(cfg)
+    G.mapping.forward = lambda z, label=None: z
+    seen = []
+    synthesis = G.synthesis.forward
+    G.synthesis.forward = lambda ws, noise=None: seen.append(ws) or synthesis(ws, noise)
+    g = torch.Generator().manual_seed(3)
+    row_z, col_z = torch.randn(3, 16, generator=g), torch.randn(4, 16, generator=g)
+    viz.style_mixing_images(G, row_z, col_z, styles)
+    mixed = torch.cat(seen[2:])  # after the row and column images: one batch per row
+    assert mixed.shape == (3 * 4, G.num_ws, 16)
+    codes_r, codes_c = latent_code(row_z, 4), latent_code(col_z, 4)
+    assert len(set(codes_r.tolist()) | set(codes_c.tolist())) > 1
+    for r in range(3):
+        for c in range(4):
+            cell = mixed[r * 4 + c]
+            want = codes_c[c] if 0 in styles else codes_r[r]
+            assert (latent_code(cell, 4) == want).all(), (r, c)
+
+
 def test_loss_plot_and_gif(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     lines = [{"step": s, "kimg": s / 10, "loss_D": 1.0 / s, "loss_G": s / 5} for s in range(1, 6)]
