@@ -43,6 +43,59 @@ def test_families_train_side_by_side_in_worker_processes(tmp_path):
         assert config["model"]["kind"] == kind and config["train"]["augment"] == "translation"
 
 
+def test_a_worker_process_trains_its_next_family_as_a_fresh_process_would(tmp_path, monkeypatch):
+    """Three families on two workers: one worker process trains two of them in turn (no second
+    interpreter start), and every family's weights equal those of a run trained on its own."""
+    import torch
+
+    from training.checkpoint import load_checkpoint
+
+    started = []
+    init = demo._WorkerProcess.__init__
+
+    def counting(self, threads):
+        init(self, threads)
+        started.append(self.proc.pid)
+
+    monkeypatch.setattr(demo._WorkerProcess, "__init__", counting)
+    options = {k: dict(TINY) for k in ("dcgan", "cgan", "stylegan")}
+    runs = demo.train_demo_models(tmp_path / "demo", jobs=2, options=options)
+    assert len(started) == 2 and not demo._all_workers
+    for kind, run_dir in runs.items():
+        alone = demo.train_one(kind, tmp_path / "alone" / kind, options[kind], progress=False)
+        a = load_checkpoint(list_checkpoints(run_dir)[-1])["G_ema"]
+        b = load_checkpoint(list_checkpoints(alone)[-1])["G_ema"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), kind
+
+
+def test_a_worker_that_dies_is_named_and_replaced(tmp_path):
+    """A worker process that dies mid-job fails that family with its exit status; the thread's
+    next family gets a fresh worker."""
+    from training.errors import UserError
+
+    worker = demo._WorkerProcess(1)
+    worker.proc.kill()
+    demo._workers.process = worker
+    try:
+        with pytest.raises(
+            UserError, match=r"training the demo dcgan .* failed \(exit status -9\)"
+        ):
+            worker.train("dcgan", tmp_path / "dcgan-digits", dict(TINY), 0)
+        demo._train_in_subprocess("dcgan", tmp_path / "dcgan-digits", dict(TINY), 0, 1)
+        assert demo._workers.process is not worker and demo._finished(tmp_path / "dcgan-digits")
+        # A refused recipe is an error reply; the same worker trains the next family.
+        alive = demo._workers.process
+        with pytest.raises(
+            UserError, match=r"demo cgan .* failed \(error: learning rates must be > 0"
+        ):
+            demo._train_in_subprocess("cgan", tmp_path / "c", {**TINY, "lr": -1.0}, 0, 1)
+        demo._train_in_subprocess("cgan", tmp_path / "cgan-digits", dict(TINY), 0, 1)
+        assert demo._workers.process is alive and demo._finished(tmp_path / "cgan-digits")
+    finally:
+        demo._close_workers()
+        demo._workers.process = None
+
+
 def _fake_training(monkeypatch, behaviour):
     """Replace the training subprocess by ``behaviour[kind](kind)``; record what happens."""
     import threading
