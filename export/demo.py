@@ -122,11 +122,23 @@ def main(argv: list[str] | None = None) -> int:
         return Path(a.bundles) / f"digits-{kind}"
 
     handled: list[str] = []
+    exporting = [0]  # exports running now (train_demo_models may run two at once)
+    lock = threading.Lock()
 
     def export_and_gate(kind: str, run_dir: Path) -> None:
-        handled.append(kind)
-        # The last family is exported once every training has ended: it has all the cores.
-        threads = (os.cpu_count() or 1) if len(handled) == len(DEMO_OPTIONS) else 1
+        with lock:
+            handled.append(kind)
+            # The last family, exported once every training has ended and alone, has all the
+            # cores; beside a training or another export, one thread.
+            alone = len(handled) == len(DEMO_OPTIONS) and exporting[0] == 0
+            exporting[0] += 1
+        try:
+            _export_and_gate(kind, run_dir, (os.cpu_count() or 1) if alone else 1)
+        finally:
+            with lock:
+                exporting[0] -= 1
+
+    def _export_and_gate(kind: str, run_dir: Path, threads: int) -> None:
         bundle = bundle_of(kind)
         verdict = _current_verdict(bundle, run_dir)
         if verdict == "passed":

@@ -245,7 +245,10 @@ def train_demo_models(
     # family instead of waiting for an export (measured: the demo's last training ended about a
     # minute sooner, and /readyz came at 563 s instead of 647 s). A family whose training failed
     # is not exported; every family that trained is, and the first error is raised after all.
-    afters = ThreadPoolExecutor(max_workers=1)
+    # ``jobs`` of them may run at once: the last two families end their training within
+    # seconds of each other, and their two exports side by side (one thread each) end sooner
+    # than one after the other.
+    afters = ThreadPoolExecutor(max_workers=jobs)
 
     def job(kind: str) -> Future:
         _train_in_subprocess(kind, runs[kind], options[kind], seed, threads)

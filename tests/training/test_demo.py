@@ -138,6 +138,26 @@ def test_a_trained_family_is_exported_while_the_next_one_trains(tmp_path, monkey
     assert events.index(("train", "dcgan")) < events.index(("after", "cgan"))
 
 
+def test_the_last_two_families_are_exported_side_by_side(tmp_path, monkeypatch):
+    """Two families that end their training together are exported at once, not one after the
+    other: each export here waits until the other has started."""
+    import threading
+
+    events, lock = _fake_training(monkeypatch, {})
+    started = {"dcgan": threading.Event(), "stylegan": threading.Event()}
+    together = []
+
+    def after(kind, run_dir):
+        if kind in started:
+            started[kind].set()
+            other = "stylegan" if kind == "dcgan" else "dcgan"
+            together.append(started[other].wait(20))
+
+    options = {k: {"eval_every": 0} for k in demo.DEMO_OPTIONS}
+    demo.train_demo_models(tmp_path, jobs=2, options=options, after=after)
+    assert together == [True, True]
+
+
 def test_a_failed_training_still_lets_the_others_train_and_export(tmp_path, monkeypatch):
     """One family's failure is raised, after every other family has trained and been
     exported (nothing already trained is thrown away)."""
