@@ -30,11 +30,12 @@ from training.errors import UserError
 from training.trainer import TrainConfig, train
 
 # The demo recipe (README "Quality" has the measurements behind it). Budget: the three train two
-# families at a time on one thread each, in 7-8.5 minutes of wall time on these 2 shared cores
-# (bench/quality.py: 419 s; fresh-clone demos: StyleGAN-lite alone 423-498 s of steps).
-# StyleGAN-lite costs ~4x a DCGAN-32 per image (in a fresh-clone demo, 128 against 555 img/s,
-# bf16, two processes side by side), so it takes one worker alone while the other trains the cGAN
-# then the DCGAN. bf16 autocast on CPU: 1.4x (StyleGAN-lite) to 2.4x (DCGAN) the fp32 speed. The concatenated-label cGAN collapses to one image per class at this size whatever
+# families at a time on one thread each, in about 6.5 minutes of wall time on these 2 shared
+# cores (fresh-clone demo: StyleGAN-lite 387 s of steps in one worker; cGAN 154 s then DCGAN
+# 230 s in the other; /readyz at 503 s). StyleGAN-lite costs ~5.6x a DCGAN-32 per image (155
+# against 869 img/s there), so it takes one worker alone while the other trains the cGAN then
+# the DCGAN. bf16 autocast on CPU: 1.4x (StyleGAN-lite) to 2.4x (DCGAN) the fp32 speed. The
+# concatenated-label cGAN collapses to one image per class at this size whatever
 # the augmentation or instance noise (recall 0.05-0.09); the mode-seeking term keeps each class
 # diverse; class-conditional BatchNorm conditioned too weakly (accuracy 0.3-0.5). cGAN lr 3.5e-4
 # at 100 kimg (the recipe; 23% less training than lr 2e-4 at 130 kimg, which the StyleGAN-lite's

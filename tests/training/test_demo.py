@@ -24,48 +24,41 @@ def test_train_demo_models_reuses_finished_runs(tmp_path, monkeypatch):
     assert (runs["cgan"] / "samples").is_dir() and (runs["cgan"] / "progress.gif").is_file()
 
 
-def test_families_train_side_by_side_in_worker_processes(tmp_path):
-    """jobs=2: each family trains in its own process, with the options it was given."""
-    options = {k: {**TINY, "augment": "translation"} for k in ("dcgan", "cgan")}
-    after = []  # the demo exports and gates each family there, while the other still trains
-
-    def record(kind, run_dir):
-        after.append((kind, demo._finished(run_dir)))
-
-    runs = demo.train_demo_models(
-        tmp_path, kinds=("dcgan", "cgan"), jobs=2, options=options, after=record
-    )
-    assert list(runs) == ["dcgan", "cgan"]
-    assert sorted(after) == [("cgan", True), ("dcgan", True)]  # once each, once trained
-    for kind, run_dir in runs.items():
-        assert demo._finished(run_dir)
-        config = json.loads((run_dir / "config.json").read_text())
-        assert config["model"]["kind"] == kind and config["train"]["augment"] == "translation"
-
-
-def test_a_worker_process_trains_its_next_family_as_a_fresh_process_would(tmp_path, monkeypatch):
-    """Three families on two workers: one worker process trains two of them in turn (no second
-    interpreter start), and every family's weights equal those of a run trained on its own."""
+def test_families_train_side_by_side_in_worker_processes_that_are_reused(tmp_path, monkeypatch):
+    """jobs=2: three families train in two worker processes, each with the options it was
+    given; ``after`` (the demo's export + gate) runs once per family, once it is trained. The
+    family a worker trains second (no new interpreter) gets the weights of a run trained alone."""
     import torch
 
     from training.checkpoint import load_checkpoint
 
-    started = []
-    init = demo._WorkerProcess.__init__
+    jobs: list[tuple[int, str]] = []  # (worker pid, family) in the order each worker got them
+    train = demo._WorkerProcess.train
 
-    def counting(self, threads):
-        init(self, threads)
-        started.append(self.proc.pid)
+    def recording(self, kind, run_dir, options, seed):
+        jobs.append((self.proc.pid, kind))
+        train(self, kind, run_dir, options, seed)
 
-    monkeypatch.setattr(demo._WorkerProcess, "__init__", counting)
-    options = {k: dict(TINY) for k in ("dcgan", "cgan", "stylegan")}
-    runs = demo.train_demo_models(tmp_path / "demo", jobs=2, options=options)
-    assert len(started) == 2 and not demo._all_workers
+    monkeypatch.setattr(demo._WorkerProcess, "train", recording)
+    options = {k: {**TINY, "augment": "translation"} for k in ("dcgan", "cgan", "stylegan")}
+    after = []
+
+    def record(kind, run_dir):
+        after.append((kind, demo._finished(run_dir)))
+
+    runs = demo.train_demo_models(tmp_path / "demo", jobs=2, options=options, after=record)
+    assert list(runs) == ["dcgan", "cgan", "stylegan"]
+    assert sorted(after) == [("cgan", True), ("dcgan", True), ("stylegan", True)]
     for kind, run_dir in runs.items():
-        alone = demo.train_one(kind, tmp_path / "alone" / kind, options[kind], progress=False)
-        a = load_checkpoint(list_checkpoints(run_dir)[-1])["G_ema"]
-        b = load_checkpoint(list_checkpoints(alone)[-1])["G_ema"]
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), kind
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["model"]["kind"] == kind and config["train"]["augment"] == "translation"
+    pids = [pid for pid, _ in jobs]
+    assert len(set(pids)) == 2 and not demo._all_workers  # two workers, both ended
+    (second,) = [kind for i, (pid, kind) in enumerate(jobs) if pid in pids[:i]]
+    alone = demo.train_one(second, tmp_path / "alone", options[second], progress=False)
+    a = load_checkpoint(list_checkpoints(runs[second])[-1])["G_ema"]
+    b = load_checkpoint(list_checkpoints(alone)[-1])["G_ema"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), second
 
 
 def test_a_worker_that_dies_is_named_and_replaced(tmp_path):
