@@ -2,7 +2,7 @@
 
     python -m export.demo [--runs runs/demo] [--bundles bundles] [--port 3000] [--no-serve]
 
-1. reference statistics of the held-out digits (``gan-eval stats``),
+1. reference statistics of the held-out digits (``gan-eval stats``, while the trainings start),
 2. train DCGAN, cGAN and StyleGAN-lite on digits (``training.demo``; finished runs are reused),
    and export + gate each family as soon as it is trained, while the others still train, with
    the gate's default rules (``gan-export RUN --out BUNDLE --gate --ref REF``; a bundle whose gate
@@ -24,6 +24,7 @@ import shlex
 import subprocess
 import sys
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from export.errors import BundleError
@@ -102,15 +103,23 @@ def main(argv: list[str] | None = None) -> int:
     from training.demo import DEMO_OPTIONS, train_demo_models
     from training.errors import UserError
 
-    print("== 1/3 reference statistics of the held-out digits", file=sys.stderr)
+    print("== 1/3 reference statistics of the held-out digits (beside the trainings)",
+          file=sys.stderr)  # fmt: skip
     ref = Path(a.refs) / f"digits-{RESOLUTION}-heldout.npz"
+    # Only the gates need them, so they are computed while the trainings start: ~13 s less
+    # before the first training step.
+    ref_job: Future | None = None
     if ref.is_file():
         print(f"reusing {ref}", file=sys.stderr)
     else:
         ref.parent.mkdir(parents=True, exist_ok=True)
         cmd = [_bin("gan-eval"), "stats", "--dataset", "digits", "--resolution", str(RESOLUTION)]
-        if _run([*cmd, "--split", "heldout", "--out", str(ref)]):
-            return 2
+        ref_job = ThreadPoolExecutor(max_workers=1).submit(
+            _run_quietly, [*cmd, "--split", "heldout", "--out", str(ref)]
+        )
+
+    def ref_ready() -> bool:
+        return ref_job is None or ref_job.result() == 0
 
     print(
         "\n== 2/3 train (reuses finished runs); export and gate each family once trained",
@@ -139,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
                 exporting[0] -= 1
 
     def _export_and_gate(kind: str, run_dir: Path, threads: int) -> None:
+        if not ref_ready():
+            gated[kind] = False
+            print(f"{kind}: not exported: the reference statistics failed (above)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            return
         bundle = bundle_of(kind)
         verdict = _current_verdict(bundle, run_dir)
         if verdict == "passed":
@@ -158,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = train_demo_models(a.runs, after=export_and_gate)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not ref_ready():
+        print(f"error: computing the reference statistics {str(ref)!r} failed", file=sys.stderr)
         return 2
     bundles = [bundle_of(k) for k in runs if gated.get(k)]
     failed = [k for k in runs if not gated.get(k)]
