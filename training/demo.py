@@ -72,10 +72,11 @@ from training.trainer import TrainConfig, train
 # After the activation-gain folding (same functions, fewer passes), lr 4e-3 at 64 kimg: mode
 # seeking 0.1 4.8x, 0.69, 0.75 (56 kimg: 5.6x, 0.67, 0.68); 0.05 (the recipe) seed 0 at 56 / 64
 # / 72 / 80 kimg 5.3x / 3.8x / 3.1x / 2.7x, P 0.74 / 0.75 / 0.77 / 0.79, R 0.64 / 0.74 / 0.74 /
-# 0.77 (80 kimg: the first to beat the DCGAN's 0.77); seed 1 at 64 kimg 4.0x, 0.79, 0.65.
-# StyleGAN-lite has no instance noise, so a longer run is the shorter one continued. cGAN mode
-# seeking 0.15 against 0.2 (seed 0, 100 kimg): 2.4x, P 0.74, R 0.83, accuracy 0.968, weakest class 0.74 against 3.1x,
-# 0.68, 0.84, 0.958, 0.73. DCGAN at 100 kimg 3.9x, 0.76, 0.76 (120: 2.6x, 0.77, 0.78).
+# 0.77 (80 kimg: the first to beat the DCGAN's 0.77); seed 1 at 64 / 72 / 80 kimg 4.0x / 2.9x /
+# 2.6x, P 0.79 / 0.81 / 0.82, R 0.65 / 0.70 / 0.72. StyleGAN-lite has no instance noise, so a
+# longer run is the shorter one continued. cGAN mode seeking 0.15 against 0.2 (seed 0, 100
+# kimg): 2.4x, P 0.74, R 0.83, accuracy 0.968, weakest class 0.74 against 3.1x, 0.68, 0.84,
+# 0.958, 0.73. DCGAN at 100 kimg 3.9x, 0.76, 0.76 (120: 2.6x, 0.77, 0.78).
 DEMO_OPTIONS: dict[str, dict[str, Any]] = {
     "dcgan": {"resolution": 32, "g_width": 32, "d_width": 32, "kimg": 120, "lr": 5e-4,
               "r1_gamma": 1.0, "precision": "bf16", "channels_last": True, "latent_code": 10,
