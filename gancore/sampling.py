@@ -387,10 +387,22 @@ def ws_for_seeds(
     psi = _check_psi(truncation, "stylegan")
     labels = _labels(bundle, seeds, labels)
     z = z_from_seeds(seeds, bundle.latent_dim)
-    w = np.empty((len(seeds), bundle.w_dim), np.float32)
-    for sl in _chunks(len(seeds), batch_size):
+    return ws_for_z(bundle, z, labels, psi, truncation_cutoff, batch_size)
+
+
+def ws_for_z(
+    bundle,
+    z: np.ndarray,
+    labels=None,
+    truncation: float = 1.0,
+    truncation_cutoff: int | None = None,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """StyleGAN-lite: z ``[N, latent]`` -> (truncated) ``ws``, mapped ``batch_size`` rows at a time."""
+    w = np.empty((len(z), bundle.w_dim), np.float32)
+    for sl in _chunks(len(z), batch_size):
         w[sl] = bundle.mapping(z[sl], None if labels is None else labels[sl])
-    return ws_from_w(w, bundle.num_ws, bundle.w_avg, psi, truncation_cutoff)
+    return ws_from_w(w, bundle.num_ws, bundle.w_avg, truncation, truncation_cutoff)
 
 
 def synthesize(bundle, ws: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -455,18 +467,16 @@ def style_mix(
     if bundle.num_classes > 0:
         lab = labels_for_seeds(all_seeds, bundle.num_classes) if labels is None else labels
         lab = check_labels(lab, bundle.num_classes, len(all_seeds))
-    ws = ws_for_seeds(bundle, all_seeds, lab, truncation, None, batch_size)
+    psi = _check_psi(truncation, "stylegan")
     z = z_from_seeds(all_seeds, bundle.latent_dim)
+    ws = ws_for_z(bundle, z, lab, psi, None, batch_size)
     n_rows = len(row_seeds)
     recoded_z, recoded_rows = style_mix_recoded_z(
         z[:n_rows], z[n_rows:], styles, bundle.latent_code
     )
     recoded = None
-    if recoded_z is not None:
-        w = np.concatenate(
-            [bundle.mapping(recoded_z[sl], None) for sl in _chunks(len(recoded_z), batch_size)]
-        )
-        recoded = ws_from_w(w, bundle.num_ws, bundle.w_avg, truncation)
+    if recoded_z is not None:  # a coded model has no classes: no labels
+        recoded = ws_for_z(bundle, recoded_z, None, psi, None, batch_size)
     cells = style_mix_cells(ws[:n_rows], ws[n_rows:], styles, recoded, recoded_rows)
     images = synthesize(bundle, cells, batch_size)
     images[0] = -1.0  # blank corner (black)

@@ -287,25 +287,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.demo", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/demo", help="folder for the demo runs")
     p.add_argument("--jobs", type=int, default=DEMO_JOBS, help="families trained at once")
-    # Used by train_demo_models' worker processes: one family, its options, its thread count.
+    # Used by train_demo_models' worker processes (_WorkerProcess): jobs on stdin, threads.
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--kind", help=argparse.SUPPRESS)
-    p.add_argument("--options", help=argparse.SUPPRESS)
-    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     try:
-        if a.worker or a.kind:
+        if a.worker:
             import torch
 
             if a.threads:
                 torch.set_num_threads(a.threads)
-        if a.worker:
             return _worker_main()
-        if a.kind:
-            options = json.loads(a.options) if a.options else DEMO_OPTIONS[a.kind]
-            train_one(a.kind, Path(a.out) / f"{a.kind}-digits", options, a.seed, progress=False)
-            return 0
         t0 = time.perf_counter()
         runs = train_demo_models(a.out, jobs=a.jobs)
         print(f"trained in {time.perf_counter() - t0:.0f} s", file=sys.stderr)

@@ -127,24 +127,24 @@ class ModulatedConv(nn.Module):
         out_gain: float = 1.0,
         bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``bias`` [out_c], added to the demodulated output in the same pass (addcmul)."""
+        """``out_gain`` and ``bias`` [out_c] go with the demodulation (StyleLayer's convs): the
+        gain into the per-sample scale, the bias added in the same pass (addcmul)."""
         s = self.affine(w)  # [N, in_c]
         weight = self.weight * self.gain
         x = x * s[:, :, None, None]
         if up:
             x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
         x = F.conv2d(x, weight, padding=self.padding)
-        if self.demodulate:
-            # sigma[n, o] = sqrt(sum_{i,k} (W[o,i,k] s[n,i])^2)
-            wsq = weight.square().sum(dim=(2, 3))  # [out, in]
-            d = (s.square() @ wsq.t() + 1e-8).rsqrt() * out_gain  # [N, out]
-            d = d.to(x.dtype)[:, :, None, None]
-            if bias is None:
-                return x * d
-            return torch.addcmul(bias.to(x.dtype)[None, :, None, None], x, d)
-        if out_gain != 1.0:
-            x = x * out_gain
-        return x if bias is None else x + bias.to(x.dtype)[None, :, None, None]
+        if not self.demodulate:  # ToRGB, which adds its own bias
+            assert out_gain == 1.0 and bias is None, "out_gain/bias need demodulate=True"
+            return x
+        # sigma[n, o] = sqrt(sum_{i,k} (W[o,i,k] s[n,i])^2)
+        wsq = weight.square().sum(dim=(2, 3))  # [out, in]
+        d = (s.square() @ wsq.t() + 1e-8).rsqrt() * out_gain  # [N, out]
+        d = d.to(x.dtype)[:, :, None, None]
+        if bias is None:
+            return x * d
+        return torch.addcmul(bias.to(x.dtype)[None, :, None, None], x, d)
 
 
 class StyleLayer(nn.Module):
