@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed
 EXTRA ?= cpu,dev
 DEMO_DIR ?= runs/demo
 PORT ?= 3000
+FLAVOR ?= cpu
 
 export BENTOML_DO_NOT_TRACK := 1
 export TQDM_MININTERVAL := 5
 
-.PHONY: venv browser test lint format demo bench clean
+.PHONY: venv browser test lint format demo bench clean container container-check
 
 # uv installs what pip would, about twice as fast (torch's wheels alone unpack to 5 GB). It reads
 # no pip.conf, so the package sources and constraints pip is configured with are handed to it;
@@ -57,6 +58,16 @@ test: $(STAMP) lint browser
 # train -> reference stats -> export + gate -> serve on port 3000 (each step reuses what exists)
 demo: $(STAMP)
 	$(BIN)/python -m export.demo --runs $(DEMO_DIR) --port $(PORT)
+
+# The bento and its image ganforge-gan:$(FLAVOR) (cpu or gpu) with Docker or podman; as root it
+# installs podman, runc and debootstrap when no engine is found (deploy/container/build.sh).
+container: $(STAMP)
+	PY=$(BIN)/python bash deploy/container/build.sh $(FLAVOR)
+
+# The GPU image and its CUDA-library test (kept out of `make test`: its CUDA wheels are 2.6 GB).
+container-check: $(STAMP)
+	PY=$(BIN)/python bash deploy/container/build.sh gpu
+	$(BIN)/python -m pytest -q -ra --gpu-image tests/deploy/test_container_gpu.py
 
 bench: $(STAMP)
 	mkdir -p bench/results

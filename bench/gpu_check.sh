@@ -192,14 +192,18 @@ timeout -k 10 "$T" "$PY" -m export.cli "$WORK/run" --out "$BUNDLE" \
 lap
 
 # -- 3. the backend that serves on the GPU, and the gate on it --------------------------------
-ort_cuda=$("$PY" -c "import onnxruntime as o; print(int('CUDAExecutionProvider' in o.get_available_providers()))" 2>/dev/null || echo 0)
+# The server's rule (gancore/cuda.py): load the pip-installed CUDA/cuDNN libraries, then ONNX
+# Runtime's CUDA provider must load; its report says what is missing when it does not.
+"$PY" -m gancore.cuda >"$WORK/cuda.json" 2>"$WORK/cuda.log"
+ort_cuda=$("$PY" -c "import json, sys; r = json.load(open(sys.argv[1])); print(int(r['cuda_provider_built'] and r['provider_load_error'] is None))" "$WORK/cuda.json" 2>/dev/null || echo 0)
+sed 's/^/gpu_check: /' "$WORK/cuda.log"
 if [[ $DEVICE == cuda && $ort_cuda == 1 ]]; then
     BACKEND=onnx
     echo "gpu_check: onnxruntime has the CUDA provider: gating and serving the ONNX graphs on it"
 else
     BACKEND=torchscript
     [[ $DEVICE == cuda ]] &&
-        echo "gpu_check: onnxruntime has no CUDAExecutionProvider (onnxruntime-gpu, 244 MiB, is over the 64 MiB carry limit): gating and serving through TorchScript on CUDA"
+        echo "gpu_check: ONNX Runtime's CUDA provider is not usable here (onnxruntime-gpu, 244 MiB, is over the 64 MiB carry limit, or a library is missing: $WORK/cuda.json): gating and serving through TorchScript on CUDA"
 fi
 
 say "3/6 gate ($BACKEND on $DEVICE): the default rules (export.gate.GateRules) on $GATE_N samples"

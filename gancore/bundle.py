@@ -203,6 +203,9 @@ def _ort_providers(device: str, device_id: int = 0, available: list[str] | None 
             f"(available: {', '.join(available)}); install the 'gpu' extra or use device='cpu'"
         )
     if device in ("auto", "cuda") and cuda:
+        from gancore import cuda as cuda_libs
+
+        cuda_libs.preload()  # the pip-installed CUDA/cuDNN libraries, before any CUDA session
         options = {"device_id": int(device_id), **CUDA_OPTIONS}
         return [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]

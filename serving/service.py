@@ -64,6 +64,11 @@ def check_device(settings) -> None:
             "GAN_DEVICE=cuda but this onnxruntime has no CUDAExecutionProvider (available: "
             f"{', '.join(available)}): install onnxruntime-gpu[cuda,cudnn], or set GAN_DEVICE=cpu"
         )
+    from gancore import cuda
+
+    error = cuda.load_error()  # after loading the pip-installed CUDA libraries
+    if error is not None:
+        raise NoModels(f"GAN_DEVICE=cuda but {cuda.refusal(error)}; or set GAN_DEVICE=cpu")
     load_bundles(settings, threads=1)  # raises NoModels when every bundle fell back to CPU
 
 

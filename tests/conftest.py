@@ -144,3 +144,20 @@ def gated_bundle(tiny_bundles, digits_ref, digits_extractor, tmp_path_factory):
         return cache[key]
 
     return make
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--gpu-image",
+        action="store_true",
+        help="run the GPU image's tests (gpu_image marker; `make container-check` builds it)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--gpu-image"):
+        return
+    skip = pytest.mark.skip(reason="the GPU image's test: run by `make container-check`")
+    for item in items:
+        if "gpu_image" in item.keywords:
+            item.add_marker(skip)
