@@ -15,7 +15,7 @@ SCRIPT = REPO / "deploy" / "container" / "build.sh"
 
 def run(*args: str, path: str | None = None, **env: str) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if k != "ENGINE"}
-    full.update(PY=sys.executable, **env)
+    full.update({"PY": sys.executable, **env})
     if path is not None:
         full["PATH"] = path
     return subprocess.run(
