@@ -56,7 +56,7 @@ podman_conf() {
 default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
 
 [engine]
-runtime = "runc"
+$(command -v runc >/dev/null 2>&1 && echo 'runtime = "runc"')
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 EOF
@@ -64,16 +64,21 @@ EOF
     export CONTAINERS_CONF=${CONTAINERS_CONF:-$BUILD/containers.conf}
 }
 
+# can_apt: root with apt-get, so missing Debian packages can be installed (as `make browser` does)
+can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
+apt_install() {
+    say "installing Debian's $*"
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"; } >"$BUILD/apt.log" 2>&1 ||
+        die "apt-get could not install $* (log: $BUILD/apt.log)"
+}
+
 if [ -z "${ENGINE:-}" ]; then
     if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
         ENGINE=docker
     elif command -v podman >/dev/null 2>&1; then
         ENGINE=podman
-    elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        say "no container engine: installing Debian's podman, runc and debootstrap"
-        apt-get update -q >/dev/null &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc debootstrap >/dev/null ||
-            die "apt-get could not install podman, runc and debootstrap"
+    elif can_apt; then
+        apt_install podman runc debootstrap
         ENGINE=podman
     else
         die "no container engine: install Docker (with its daemon running) or podman (Debian: apt-get install podman runc debootstrap, as root)"
@@ -81,7 +86,10 @@ if [ -z "${ENGINE:-}" ]; then
 fi
 case "$ENGINE" in
 docker) ;;
-podman) podman_conf ;;
+podman)
+    command -v runc >/dev/null 2>&1 || ! can_apt || apt_install runc
+    podman_conf
+    ;;
 *) die "ENGINE=${ENGINE@Q}: use docker or podman" ;;
 esac
 echo "$ENGINE" >"$BUILD/engine"
@@ -97,7 +105,7 @@ elif timeout 60 $ENGINE pull -q "$PULLED_ROOTFS" >/dev/null 2>&1; then
 else
     say "1/4 base: $PULLED_ROOTFS cannot be pulled here; building a Debian 12 rootfs with debootstrap"
     [ "$(id -u)" = 0 ] || die "base image: $PULLED_ROOTFS cannot be pulled and debootstrap needs root"
-    command -v debootstrap >/dev/null 2>&1 ||
+    command -v debootstrap >/dev/null 2>&1 || { can_apt && apt_install debootstrap; } ||
         die "base image: $PULLED_ROOTFS cannot be pulled and debootstrap is not installed (apt-get install debootstrap)"
     # The host's Debian mirror (its apt sources), else Debian's own.
     mirror=$(grep -hoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list.d/*.sources \
