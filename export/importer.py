@@ -170,8 +170,9 @@ def probe_latents(latent_dim: int, num_classes: int, seeds=PROBE_SEEDS):
     return z, lab
 
 
-def check_images(what: str, images: np.ndarray, n: int, value_range=(-1.0, 1.0)) -> None:
-    """Images of ``n`` sample latents: ``[n, C, R, R]`` with C in (1, 3), finite, in range."""
+def check_images(what: str, images: np.ndarray, n: int, declared=(-1.0, 1.0)) -> None:
+    """Images of ``n`` sample latents, after the adapters: ``[n, C, R, R]`` with C in (1, 3),
+    finite, in [-1, 1]; a value outside is reported in the generator's ``declared`` range."""
     shape = list(images.shape)
     if images.ndim != 4 or images.shape[0] != n:
         raise ExportError(f"{what} returned shape {shape} for {n} latents, expected [{n}, C, H, W]")
@@ -188,13 +189,17 @@ def check_images(what: str, images: np.ndarray, n: int, value_range=(-1.0, 1.0))
             f"{what} returned {int(bad.sum())} NaN or infinite values for {n} sample latents; "
             "a generator's images must be finite"
         )
-    lo, hi = value_range
-    slack = RANGE_SLACK * (hi - lo)
-    got = float(images.min()), float(images.max())
-    if got[0] < lo - slack or got[1] > hi + slack:
+    lo, hi = declared
+    found = [(float(v) + 1.0) / 2.0 * (hi - lo) + lo for v in (images.min(), images.max())]
+    if images.min() < -1.0 - 2 * RANGE_SLACK or images.max() > 1.0 + 2 * RANGE_SLACK:
         raise ExportError(
-            f"{what} returned values in [{got[0]:.4g}, {got[1]:.4g}] for {n} sample latents, "
+            f"{what} returned values in [{found[0]:.4g}, {found[1]:.4g}] for {n} sample latents, "
             f"outside the declared range [{lo:g}, {hi:g}]: pass the generator's real --range"
+        )
+    if images.min() >= 0.0 and (lo, hi) == (-1.0, 1.0):
+        log.warning(
+            f"{what}: every value is in [{found[0]:.3g}, {found[1]:.3g}] for {n} sample latents; "
+            "if it outputs [0, 1], pass --range 0,1 (served images would be too bright)"
         )
 
 
@@ -303,7 +308,7 @@ def _script_generator(path: Path, sig: Signature) -> nn.Module:
             ) from None
         if not isinstance(y, torch.Tensor):
             raise ExportError(f"{what} returned {type(y).__name__}, expected one image tensor")
-        check_images(what, y.float().numpy(), len(z))
+        check_images(what, y.float().numpy(), len(z), sig.value_range)
         return g
     raise ExportError(
         f"{what} does not take z for --kind {sig.kind} --latent-dim {sig.latent_dim}"
@@ -802,7 +807,7 @@ def onnx_source(generator: Path, discriminator: Path | None, sig: Signature) -> 
     except ExportError as e:
         raise ExportError(f"{e} (at batch 1)") from None
     images = _run(g, f"{what} at batch {len(zs)}", zs, *args)
-    check_images(what, images, len(zs))
+    check_images(what, images, len(zs), sig.value_range)
     if first.shape[1:] != images.shape[1:]:
         raise ExportError(
             f"{what} makes {list(first.shape[1:])} at batch 1 but {list(images.shape[1:])} at batch {len(zs)}"
@@ -990,8 +995,10 @@ def import_generator(
     calibration_n: int = CALIBRATION_N,
     overwrite: bool = False,
     progress=None,
+    before_writing=None,
 ) -> Path:
-    """Import an external generator (and discriminator) into a bundle folder ``out``."""
+    """Import an external generator (and discriminator) into a bundle folder ``out``.
+    ``before_writing(resolution)``: a last check once the source is read (the gate's preflight)."""
     say = progress or (lambda msg: None)
     generator, out = Path(generator), Path(out)
     disc = Path(discriminator) if discriminator is not None else None
@@ -1027,6 +1034,8 @@ def import_generator(
             formats = parse_formats(formats or "onnx,torchscript")
             if "pt2" in formats:
                 raise ExportError("--formats for imported generators: onnx[,torchscript]")
+        if before_writing is not None:
+            before_writing(src.resolution)
         return _atomic(out, lambda tmp: _build(tmp, src, fmt, signature, generator, disc,
                                                formats, name or out.name, calibration_n, say))  # fmt: skip
 

@@ -397,8 +397,8 @@ class Bundle:
             lab = self._labels(labels, z.shape[0])
             if not self.fused:
                 images = self.generator(z, labels)
-                if "discriminator" not in self._graphs:  # no scores: NaN, never a made-up one
-                    return images, np.full(len(images), np.nan, np.float32)
+                if "discriminator" not in self._graphs:  # logit 0, "undecided": top_k keeps
+                    return images, np.zeros(len(images), np.float32)  # the seeds' order
                 return images, self.discriminator(images, labels)
             out = self._graphs["render"].outputs(z, *lab)
         images = np.asarray(out["image"], np.float32)
