@@ -332,6 +332,12 @@ def _script_discriminator(path: Path, sig: Signature, G: nn.Module) -> nn.Module
     except Exception as e:
         raise ExportError(f"{what} cannot score the generator's images: {_first_line(e)}") from None
     check_logits(what, logits.numpy(), len(z))
+    if logits.min() >= 0.0 and logits.max() <= 1.0:
+        # A TorchScript graph cannot be inspected for a final Sigmoid as an ONNX one can.
+        log.warning(
+            f"{what}: every score is in [0, 1]; the filters need logits (the value before a "
+            "final Sigmoid): re-export it without the Sigmoid if it ends in one"
+        )
     return d
 
 

@@ -396,6 +396,46 @@ def test_torchscript_generator(tiny, tmp_path, capfd):
     assert b.manifest["source"]["z_shape"] == "[N, latent, 1, 1]"
 
 
+class LogitD(nn.Module):
+    """TinyD without its Sigmoid: NHWC [0, 1] image -> logit [N, 1]."""
+
+    def __init__(self, d: TinyD):
+        super().__init__()
+        self.net = d.net
+
+    def forward(self, x):
+        return self.net(x.permute(0, 3, 1, 2))
+
+
+def test_torchscript_discriminator_and_a_fixed_batch(tiny, tmp_path, capfd):
+    g, d = tmp_path / "g.ts", tmp_path / "d.ts"
+    torch.jit.save(torch.jit.trace(tiny["G"].eval(), torch.randn(2, 6, 1, 1)), str(g))
+    D = LogitD(tiny["D"]).eval()
+    torch.jit.save(torch.jit.trace(D, torch.rand(2, 8, 8, 3)), str(d))
+    out = tmp_path / "tsd"
+    rc, _, err = _cli(capfd, g, *NHWC01, "--discriminator", d, "--out", out,
+                      "--calibration-n", "100")  # fmt: skip
+    assert rc == 0, err
+    b = load(out, require_gate=False)
+    z = sampling.z_from_seeds(range(3), 6)
+    with torch.no_grad():
+        want = D(tiny["G"](torch.from_numpy(z)[:, :, None, None])).numpy().reshape(-1)
+    assert np.abs(b.discriminator(b.generator(z)) - want).max() <= 1e-5 and b.fused
+
+    class Batch1(nn.Module):
+        def __init__(self, g):
+            super().__init__()
+            self.g = g
+
+        def forward(self, z):
+            return self.g(z.reshape(1, 6, 1, 1))  # a batch of 1 baked in
+
+    fixed = tmp_path / "fixed.ts"
+    torch.jit.save(torch.jit.trace(Batch1(tiny["G"]).eval(), torch.randn(1, 6)), str(fixed))
+    err = _refused(capfd, tmp_path, fixed, *NHWC01)
+    assert "fails at batch 16" in err and "fixed batch of 1" in err
+
+
 def test_onnx_mismatches_are_named(tiny, tmp_path, capfd):
     def refused(path, *flags):
         return _refused(capfd, tmp_path, path, *flags)
@@ -459,6 +499,15 @@ def test_an_imported_onnx_generator_gates_and_keeps_ganforges_seeds(
     b = load(out)  # deployable: a passing gate.json
     np.testing.assert_array_equal(sampling.generate(b, [3, 4]), sampling.generate(src, [3, 4]))
     assert json.loads((out / "gate.json").read_text())["verdict"] == "passed"
+
+
+def test_the_gates_inputs_are_checked_before_anything_is_written(
+    tutorial, digits_ref, digits_classifier, tmp_path, capfd
+):
+    assert "needs reference statistics" in _refused(capfd, tmp_path, tutorial["netG"], "--gate")
+    err = _refused(capfd, tmp_path, tutorial["netG"], "--gate", "--ref", digits_ref, "--max-fd",
+                   "1e9", "--classifier", digits_classifier)  # fmt: skip
+    assert "is for resolution 16, not 64" in err  # the tutorial is 64x64
 
 
 def test_signature_checks():
