@@ -472,7 +472,8 @@ def _write_torch(tmp: Path, src: TorchSource, formats, say) -> dict[str, Any]:
     fused: dict[str, Any] = {}
     gen = torch.Generator().manual_seed(0)
     cond = src.num_classes > 0
-    G = _specs(src)[0].module
+    specs = _specs(src)
+    G = specs[0].module
 
     def make_images(batch, g):
         z = torch.randn(batch, src.latent_dim, generator=g)
@@ -480,7 +481,7 @@ def _write_torch(tmp: Path, src: TorchSource, formats, say) -> dict[str, Any]:
         x = G(z, lab) if cond else G(z)
         return (x, lab) if cond else (x,)
 
-    for spec in _specs(src):
+    for spec in specs:
         make = make_images if spec.name == "discriminator" else None
         with torch.no_grad():
             example = spec.example(2, gen, src.num_classes, make)
@@ -812,7 +813,13 @@ def onnx_source(generator: Path, discriminator: Path | None, sig: Signature) -> 
         first = _run(g, what, zs[:1], *(a[:1] for a in args))
     except ExportError as e:
         raise ExportError(f"{e} (at batch 1)") from None
-    images = _run(g, f"{what} at batch {len(zs)}", zs, *args)
+    try:
+        images = _run(g, what, zs, *args)
+    except ExportError as e:
+        raise ExportError(
+            f"{e} (at batch {len(zs)}; it runs at batch 1): a batch size baked into the graph? "
+            "Re-export it with a dynamic batch (torch.onnx.export(..., dynamic_shapes=...))"
+        ) from None
     check_images(what, images, len(zs), sig.value_range)
     if first.shape[1:] != images.shape[1:]:
         raise ExportError(
