@@ -196,6 +196,16 @@ def test_generator_only_bundle_is_served(tutorial_g_only):
         assert "drs" not in models["tutorial-g"]["filters"]  # no discriminator, no calibration
 
 
+def test_tutorial_bundle_is_served_with_its_filters(tutorial_bundle):
+    from tests.serving.conftest import in_process, serving_env
+
+    with in_process(serving_env([tutorial_bundle], GAN_API_KEY="")) as client:
+        body = {"model": "tutorial", "n": 2, "filter": {"method": "drs", "oversample": 8}}
+        r = client.post("/generate", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["filter"]["method"] == "drs" and r.json()["count"] == 2
+
+
 def _save_sd(path: Path, sd: dict) -> Path:
     torch.save(sd, path)
     return path
