@@ -236,6 +236,15 @@ def test_another_architecture_is_refused_by_its_first_misfit(tutorial, tmp_path,
     assert "discriminator netG_epoch_24.pth" in err
 
 
+def test_dataparallel_keys_load(tutorial, tmp_path):
+    from export import tutorial_dcgan
+
+    sd = {"module." + k: v for k, v in tutorial["G"].state_dict().items()}
+    G = tutorial_dcgan.load_generator(_save_sd(tmp_path / "dp.pth", sd))
+    z = torch.randn(2, NZ)
+    assert torch.equal(G(z), tutorial["G"](z[:, :, None, None]))
+
+
 def test_a_state_dict_takes_no_signature(tutorial, tmp_path, capfd):
     err = _refused(capfd, tmp_path, tutorial["netG"], "--kind", "dcgan", "--latent-dim", NZ)
     assert "carries its own sizes" in err
