@@ -4,6 +4,7 @@
     gan-export gate bundles/NAME --ref REF.npz [--max-fd-ratio 6 | --max-fd X] [--min-recall 0.6 ...]
     gan-export push bundles/NAME          # import a passing bundle into the BentoML store
     gan-export list                       # bundles in the BentoML store
+    gan-export import netG_epoch_24.pth --out bundles/NAME   # a generator trained elsewhere
 
 Results (what was written, the gate's verdict) go to stdout; progress is logged to stderr
 (``-v`` more, ``-q`` only warnings and errors).
@@ -22,7 +23,7 @@ from export.errors import ExportError
 from gancore.cliutil import add_common_args, configure_logging, progress_enabled
 from training.errors import UserError
 
-COMMANDS = ("gate", "push", "list")
+COMMANDS = ("gate", "push", "list", "import")
 log = logging.getLogger(__name__)
 
 
@@ -123,6 +124,9 @@ def command_parser() -> argparse.ArgumentParser:
     s.add_argument("bundle")
     s.add_argument("--name", help="model name in the store (default: the bundle name)")
     sub.add_parser("list", help="ganforge bundles in the BentoML model store")
+    from export.import_cli import add_parser as add_import_parser
+
+    add_import_parser(sub, _gate_options)
     for sp in sub.choices.values():
         add_common_args(sp, nested=True)
     return p
@@ -227,6 +231,10 @@ def run_export(args) -> int:
 
 
 def run_command(args) -> int:
+    if args.command == "import":
+        from export.import_cli import run_import
+
+        return run_import(args)
     if args.command == "gate":
         if args.ref is None:
             raise ExportError("gate needs --ref REF.npz (reference statistics from gan-eval stats)")

@@ -271,6 +271,8 @@ class Bundle:
                     raise BundleError("device 'cuda' requested but torch sees no CUDA device")
         for g in GRAPHS[self.kind]:
             info = m["graphs"].get(g)
+            if g == "discriminator" and "discriminator" in m["graphs"] and info is None:
+                continue  # imported without one (gan-export import): no scores, no filters
             file = (info or {}).get("files", {}).get(backend)
             if not file:
                 raise BundleError(
@@ -355,7 +357,12 @@ class Bundle:
 
     def discriminator(self, images: Any, labels: Any = None) -> np.ndarray:
         """Images (+ labels) -> logits ``[N]`` (per-sample: StyleGAN's minibatch-std is frozen)."""
-        g = self._need("discriminator")
+        if "discriminator" not in self._graphs:
+            raise BundleError(
+                f"bundle {self.name!r} has no discriminator, so its images cannot be scored or "
+                "filtered (top_k, drs): import it again with --discriminator"
+            )
+        g = self._graphs["discriminator"]
         x = np.ascontiguousarray(images, dtype=np.float32)
         want = (self.channels, self.resolution, self.resolution)
         if x.ndim != 4 or x.shape[1:] != want or x.shape[0] < 1:
@@ -390,6 +397,8 @@ class Bundle:
             lab = self._labels(labels, z.shape[0])
             if not self.fused:
                 images = self.generator(z, labels)
+                if "discriminator" not in self._graphs:  # logit 0, "undecided": top_k keeps
+                    return images, np.zeros(len(images), np.float32)  # the seeds' order
                 return images, self.discriminator(images, labels)
             out = self._graphs["render"].outputs(z, *lab)
         images = np.asarray(out["image"], np.float32)

@@ -15,6 +15,8 @@ from gancore import cuda
 
 
 def test_a_cpu_onnxruntime_has_nothing_to_preload_and_says_so(capsys):
+    # preload() answers once per process: forget what a test that faked a CUDA provider got.
+    cuda.preload.cache_clear()
     assert not cuda.has_cuda_provider() and cuda.provider_library() is None
     assert cuda.preload().startswith("none")
     assert cuda.load_error() is None
