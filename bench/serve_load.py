@@ -41,6 +41,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 KINDS = ("dcgan", "cgan", "stylegan")
+GANFORGE_ENV: dict[str, str] = {}  # --env: settings of the ganforge servers (GAN_ACCESS_LOG=1 ...)
 RESULTS = REPO / "bench" / "results"
 GOALS = {
     "ratio_at_1": 0.8,
@@ -373,7 +374,7 @@ def measure(server: Server, model: str, levels, seconds: float, n8_levels=()) ->
 
 def soak(bundles: list[Path], model: str, seconds: float, workers: int, rounds: int = 4) -> list:
     """Rounds of 64 clients against one ganforge server; RSS after each (growth = a leak)."""
-    with warmed(Server("ganforge", bundles, workers), model) as server:
+    with warmed(Server("ganforge", bundles, workers, env=GANFORGE_ENV), model) as server:
         out = []
         for _ in range(rounds):
             r = asyncio.run(drive(server.url, model, 64, seconds, server))
@@ -418,7 +419,7 @@ def compare(
     up, driven in turn (plain, ganforge, plain, ganforge, ... ``rounds`` times at each level) so a
     drift in the machine's background load hits both alike; each figure is the best of its runs."""
     plain_srv = Server("plain", [path], workers)
-    ours_srv = Server("ganforge", all_bundles, workers)
+    ours_srv = Server("ganforge", all_bundles, workers, env=GANFORGE_ENV)
     with warmed(plain_srv, name), warmed(ours_srv, name):
         idle = ours_srv.rss_mb()
         plain, ours, n8 = [], [], []
@@ -474,7 +475,11 @@ def main(argv=None) -> int:
     ap.add_argument("--ab", action="store_true", help="also: typed @bentoml.api request layer")
     ap.add_argument("--empty", action="store_true", help="also: an empty BentoML endpoint")
     ap.add_argument("--out", type=Path, default=RESULTS / "serve_load.json")
+    ap.add_argument(
+        "--env", nargs="*", default=[], metavar="NAME=VALUE", help="ganforge server settings"
+    )
     args = ap.parse_args(argv)
+    GANFORGE_ENV.update(v.split("=", 1) for v in args.env)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the servers we started
     from serving.config import default_api_workers
 
@@ -493,6 +498,7 @@ def main(argv=None) -> int:
     demo = list(bundles.values())
     name = json.loads((bundles["dcgan"] / "manifest.json").read_text())["name"]
     results: dict = {"workers": workers, "seconds_per_level": seconds, "sections": []}
+    results["ganforge_env"] = dict(GANFORGE_ENV)
     results["loadavg_before"] = os.getloadavg()
     print(f"digits DCGAN {name!r}, the three demo bundles served ...", flush=True)
     results["sections"].append(compare(name, bundles["dcgan"], demo, levels, seconds, workers))

@@ -89,9 +89,9 @@ class Settings:
     max_latency_ms: int = 30_000
     api_workers: int = field(default_factory=default_api_workers)
     tracing: bool = False
+    access_log: bool = False
     ort_threads: int | None = None  # per worker; default: the usable CPUs / workers
     inline_rows: int = 8  # engine calls of at most this many rows run on the event loop (CPU only)
-    fastpath: bool = True  # API routes skip BentoML's generic middleware (serving/fastpath.py)
 
     @property
     def threads_per_worker(self) -> int:
@@ -122,9 +122,9 @@ class Settings:
             max_latency_ms=_int(env, "GAN_MAX_LATENCY_MS", 30_000),
             api_workers=_int(env, "GAN_API_WORKERS", default_api_workers()),
             tracing=_flag(env, "GAN_TRACING"),
+            access_log=_flag(env, "GAN_ACCESS_LOG"),
             ort_threads=_int(env, "GANFORGE_ORT_THREADS", 0, minimum=0) or None,
             inline_rows=_int(env, "GAN_INLINE_ROWS", 8, minimum=0),
-            fastpath=_flag(env, "GAN_FASTPATH", True),
         )
 
 

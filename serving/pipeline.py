@@ -22,6 +22,7 @@ from gancore.images import FORMATS, encode, make_grid, to_uint8, upscale
 from serving.config import Limits
 from serving.engine import Engine, ModelInfo
 from serving.errors import ClientError
+from serving.schemas import LimitsOut, ModelOut, ModelsResponse
 
 DEFAULT_FILTER = "none"
 
@@ -81,13 +82,13 @@ class Pipeline:
 
     def describe(self) -> dict[str, Any]:
         """GET /models: what is served, the limits, the formats."""
-        return {
-            "models": [m.public() for m in self.models.values()],
-            "limits": vars(self.limits),
-            "default_filter": DEFAULT_FILTER,
-            "batching": self.engine.batching,
-            "formats": list(FORMATS),
-        }
+        return ModelsResponse(
+            models=[ModelOut.from_info(m) for m in self.models.values()],
+            limits=LimitsOut.model_validate(vars(self.limits)),
+            default_filter=DEFAULT_FILTER,
+            batching=self.engine.batching,
+            formats=list(FORMATS),
+        ).model_dump(mode="json")
 
     # -- lookups and checks ----------------------------------------------------------------------
     def model(self, name: str) -> ModelInfo:
@@ -214,7 +215,6 @@ class Pipeline:
         filter_method: str,
         oversample: int,
         class_labels: list[int | str] | None = None,
-        endpoint: str = "generate",
     ) -> Images:
         """``n`` images (per class when ``class_labels`` is given), optionally filtered."""
         info = self.model(model)
