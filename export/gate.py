@@ -1,6 +1,6 @@
 """The quality gate: generate samples from the *exported ONNX graphs through the bundle loader and
 the shared sampling rules* (exactly as the server runs them), quantise them to the 8-bit pixels the
-server delivers (``export.images.to_uint8``, the PNG encoder's own step), score them with the
+server delivers (``gancore.images.to_uint8``, the PNG encoder's own step), score them with the
 evaluation package against reference statistics, and write ``gate.json`` and a readable report
 (``gate.md`` + sample grids) — for the raw generator and with each quality filter on, so the
 filters' effect is measured, not assumed.
@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from export import bundle as bundle_mod
-from export import filters, images, sampling
-from export.errors import ExportError
+from gancore import bundle as bundle_mod
+from gancore import filters, images, sampling
+from gancore.errors import ExportError
 from training.config import write_json_atomic
 
 DEFAULT_N = 5_000
@@ -42,7 +42,7 @@ GRID_COLUMNS = 8
 # KID is reported, not a rule: 20 subsets (not 100) keep its mean and std readable at a fifth of
 # its cost, which was half of the scoring time (2.9 of 5.3 s per variant at N = 5,000).
 KID_SUBSETS = 20
-QUANTISATION = "uint8 pixels as served: export.images.to_uint8 (clip(rint((x + 1) * 127.5)))"
+QUANTISATION = "uint8 pixels as served: gancore.images.to_uint8 (clip(rint((x + 1) * 127.5)))"
 
 
 @dataclass(frozen=True)
@@ -628,7 +628,7 @@ def run_gate(
         "labels": sampling.LABEL_RULE if conditional else None,
         "quantised": QUANTISATION,
         "filters": {k: v for k, v in variants.items() if k != "raw"},
-        "generated_by": f"{b.backend} graphs via export.bundle.load + export.sampling "
+        "generated_by": f"{b.backend} graphs via gancore.bundle.load + gancore.sampling "
         f"({b.provider})",
         "extractor": raw_res.get("extractor"),
         "extractor_sha256": (raw_res.get("extractor") or {}).get("sha256"),

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -86,32 +86,6 @@ class ModelInfo:
             fused=bool(getattr(bundle, "fused", False)),
             latent_code=int(getattr(bundle, "latent_code", 0) or 0),
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def public(self) -> dict[str, Any]:
-        """The /models entry."""
-        out = {
-            "name": self.name,
-            "kind": self.kind,
-            "resolution": self.resolution,
-            "channels": self.channels,
-            "latent_dim": self.latent_dim,
-            "conditional": self.num_classes > 0,
-            "classes": self.class_names,
-            "provider": self.provider,
-            "gate": self.gate,
-            "ungated": self.ungated,
-            "fused_render": self.fused,
-            "filters": ["none", "top_k"] + (["drs"] if self.drs_ready else []),
-            # The InfoGAN code's values (dcgan/stylegan; null without one): the argmax of z's
-            # first latent_code components picks the digit-like mode a seed draws.
-            "latent_code": self.latent_code or None,
-        }
-        if self.kind == "stylegan":
-            out.update(num_ws=self.num_ws, w_dim=self.w_dim, style_ranges=self.style_ranges)
-        return out
 
 
 class Engine:

@@ -11,8 +11,8 @@ import pytest
 
 from export import exporter
 from export.cli import main as export_main
-from export.errors import ExportError
 from export.sample_cli import main as sample_main
+from gancore.errors import ExportError
 from tests.conftest import TINY_RES, one_torch_thread
 
 REPO = Path(__file__).resolve().parents[2]
