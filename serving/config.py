@@ -1,7 +1,7 @@
 """Server settings, read once from the environment (torch-free).
 
 Every limit is an environment variable so an operator can tune it without code; the defaults are
-the ones documented in the README. :func:`current` parses them once per process and every part of
+the ones documented in docs/serving.md. :func:`current` parses them once per process and every part of
 the service (decorator arguments, workers, middleware) is handed that one object.
 """
 

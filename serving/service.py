@@ -8,7 +8,7 @@ app mounted with ``@bentoml.asgi_app`` (serving/app.py); BentoML provides the se
 the middleware chain (request metrics, access log, timeout, then ours: body limit and API key, added
 once with ``add_asgi_middleware`` and so covering every route), ``/livez``, ``/readyz``,
 ``/metrics``, ``bentoml build`` and deployment.
-Configuration is environment variables, parsed once (serving/config.py and the README).
+Configuration is environment variables, parsed once (serving/config.py, docs/serving.md).
 """
 
 from __future__ import annotations
