@@ -28,7 +28,8 @@ WARM_SIZES = (1, 2, 3, 4, 8, 16, 32, 64)  # batch sizes the batcher makes most (
 
 @dataclass
 class ModelInfo:
-    """What the public service needs to know about a served bundle (JSON-serialisable)."""
+    """What the public service needs to know about a served bundle (the flows read it as they
+    read a Bundle: kind, latent_dim, num_ws, w_avg, latent_code, channels, resolution)."""
 
     index: int
     name: str
@@ -39,7 +40,7 @@ class ModelInfo:
     class_names: list[str]
     num_ws: int | None
     w_dim: int | None
-    w_avg: list[float] | None
+    w_avg: np.ndarray | None
     style_ranges: dict[str, list[int]]
     provider: str
     gate: dict[str, Any]
@@ -76,7 +77,7 @@ class ModelInfo:
             class_names=[str(c) for c in (bundle.class_names or [])],
             num_ws=int(bundle.num_ws) if bundle.kind == "stylegan" else None,
             w_dim=int(bundle.w_dim) if bundle.kind == "stylegan" else None,
-            w_avg=None if w_avg is None else np.asarray(w_avg, np.float32).ravel().tolist(),
+            w_avg=None if w_avg is None else np.asarray(w_avg, np.float32).ravel(),
             style_ranges={k: [int(a), int(b)] for k, (a, b) in ranges.items()},
             provider=str(bundle.provider),
             gate=gate,
@@ -139,6 +140,7 @@ class Engine:
         self, info: ModelInfo, payload: np.ndarray, labels: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """z (DCGAN/cGAN) or ws (StyleGAN-lite) -> (images ``[N, C, R, R]``, logits ``[N]``)."""
+        payload = np.ascontiguousarray(payload, dtype=np.float32)
         images, logits = await self._render[info.name](payload, labels)
         return images, logits
 
