@@ -9,8 +9,6 @@ benchmark's 64x64 RGB DCGAN (--no-dcgan64 skips it), and ganforge requests of 8 
 images/s, p50/p99 latency, ganforge / plain, the mean engine batch size per level (from
 /metrics: batches > 1 form under concurrency), and the resident memory (RSS) of all ganforge's
 processes, idle, under load and over a soak of four more 64-client runs (growth there is a leak).
-``--ab`` also serves the same pipeline through typed ``@bentoml.api`` handlers
-(serving/typed.py) to compare the two request layers under the same ``bentoml serve``;
 ``--empty`` an empty BentoML endpoint (bench/empty_service.py), the framework's own ceiling.
 
 Bundles: --bundles DIR... , else the newest dcgan/cgan/stylegan bundles under bundles/ (where
@@ -41,6 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 KINDS = ("dcgan", "cgan", "stylegan")
+GANFORGE_ENV: dict[str, str] = {}  # --env: settings of the ganforge servers (GAN_ACCESS_LOG=1 ...)
 RESULTS = REPO / "bench" / "results"
 GOALS = {
     "ratio_at_1": 0.8,
@@ -94,7 +93,7 @@ def build_tiny_bundles(cache: Path) -> dict[str, Path]:
 
 
 def gate_passed(path: Path) -> bool:
-    from export.bundle import MANIFEST, read_gate, sha256_file
+    from gancore.bundle import MANIFEST, read_gate, sha256_file
 
     return read_gate(path, sha256_file(path / MANIFEST))[1]
 
@@ -151,7 +150,7 @@ def free_port() -> int:
 
 
 class Server:
-    """A server process in its own session on 127.0.0.1; ``kind`` ganforge | typed | plain | empty."""
+    """A server process in its own session on 127.0.0.1; ``kind`` ganforge | plain | empty."""
 
     def __init__(
         self, kind: str, bundles: list[Path], workers: int, ungated: bool = True, env=None
@@ -173,11 +172,10 @@ class Server:
         host = ["--host", "127.0.0.1", "--port", str(self.port)]
         targets = {
             "ganforge": "serving.service:GanService",
-            "typed": "serving.typed:TypedGanService",
             "empty": "bench.empty_service:EmptyService",
         }
         if kind == "plain":
-            from serving.config import usable_cpus
+            from gancore.bundle import usable_cpus
 
             full.update(
                 PLAIN_BUNDLE=str(bundles[0]), PLAIN_THREADS=str(max(1, usable_cpus() // workers))
@@ -247,7 +245,7 @@ class Server:
         import re
         import urllib.request
 
-        if self.kind not in ("ganforge", "typed"):
+        if self.kind != "ganforge":
             return 0.0, 0.0
         with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as r:
             text = r.read().decode()
@@ -373,7 +371,7 @@ def measure(server: Server, model: str, levels, seconds: float, n8_levels=()) ->
 
 def soak(bundles: list[Path], model: str, seconds: float, workers: int, rounds: int = 4) -> list:
     """Rounds of 64 clients against one ganforge server; RSS after each (growth = a leak)."""
-    with warmed(Server("ganforge", bundles, workers), model) as server:
+    with warmed(Server("ganforge", bundles, workers, env=GANFORGE_ENV), model) as server:
         out = []
         for _ in range(rounds):
             r = asyncio.run(drive(server.url, model, 64, seconds, server))
@@ -418,7 +416,7 @@ def compare(
     up, driven in turn (plain, ganforge, plain, ganforge, ... ``rounds`` times at each level) so a
     drift in the machine's background load hits both alike; each figure is the best of its runs."""
     plain_srv = Server("plain", [path], workers)
-    ours_srv = Server("ganforge", all_bundles, workers)
+    ours_srv = Server("ganforge", all_bundles, workers, env=GANFORGE_ENV)
     with warmed(plain_srv, name), warmed(ours_srv, name):
         idle = ours_srv.rss_mb()
         plain, ours, n8 = [], [], []
@@ -443,26 +441,6 @@ def compare(
     }
 
 
-def request_layers(demo: list[Path], name: str, seconds, workers, rounds: int = 2) -> dict:
-    """The mounted Starlette app (serving.service) against typed @bentoml.api handlers
-    (serving.typed) calling the same in-process pipeline, under the same ``bentoml serve``, driven
-    in turn at 8 and 64 clients; best of ``rounds`` runs each."""
-    servers = {
-        "asgi_app": Server("ganforge", demo, workers),
-        "typed": Server("typed", demo, workers),
-    }
-    with warmed(servers["asgi_app"], name), warmed(servers["typed"], name):
-        out: dict[str, list] = {k: [] for k in servers}
-        for c in (8, 64):
-            runs: dict[str, list] = {k: [] for k in servers}
-            for _ in range(rounds):
-                for k, srv in servers.items():
-                    runs[k].append(asyncio.run(drive(srv.url, name, c, seconds, srv)))
-            for k in servers:
-                out[k].append(best(runs[k]))
-    return out
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundles", nargs="*", type=Path, help="bundle folders (default: bundles/)")
@@ -471,10 +449,13 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="workers of every server")
     ap.add_argument("--no-dcgan64", action="store_true", help="skip the 64x64 DCGAN section")
     ap.add_argument("--no-soak", action="store_true", help="skip the RSS soak")
-    ap.add_argument("--ab", action="store_true", help="also: typed @bentoml.api request layer")
     ap.add_argument("--empty", action="store_true", help="also: an empty BentoML endpoint")
     ap.add_argument("--out", type=Path, default=RESULTS / "serve_load.json")
+    ap.add_argument(
+        "--env", nargs="*", default=[], metavar="NAME=VALUE", help="ganforge server settings"
+    )
     args = ap.parse_args(argv)
+    GANFORGE_ENV.update(v.split("=", 1) for v in args.env)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the servers we started
     from serving.config import default_api_workers
 
@@ -493,6 +474,7 @@ def main(argv=None) -> int:
     demo = list(bundles.values())
     name = json.loads((bundles["dcgan"] / "manifest.json").read_text())["name"]
     results: dict = {"workers": workers, "seconds_per_level": seconds, "sections": []}
+    results["ganforge_env"] = dict(GANFORGE_ENV)
     results["loadavg_before"] = os.getloadavg()
     print(f"digits DCGAN {name!r}, the three demo bundles served ...", flush=True)
     results["sections"].append(compare(name, bundles["dcgan"], demo, levels, seconds, workers))
@@ -504,9 +486,6 @@ def main(argv=None) -> int:
     if not args.no_soak:
         print("soak: four 64-client runs against one ganforge server, RSS after each ...")
         results["soak"] = soak(demo, name, seconds, workers)
-    if args.ab:
-        print("request layer A/B: typed @bentoml.api handlers, same pipeline ...", flush=True)
-        results["request_layers"] = request_layers(demo, name, seconds, workers)
     if args.empty:
         print("an empty BentoML endpoint, same workers ...", flush=True)
         results["empty"] = measure(Server("empty", [], workers), "none", (8, 64), seconds)
@@ -589,12 +568,7 @@ def report(results: dict) -> None:
             f"soak (4 x 64 clients): RSS {[round(r['rss_mb']) for r in results['soak']]} MB "
             f"({s['rss_soak_growth_mb']:+.0f} MB first to last)"
         )
-    layers = results.get("request_layers", {})
-    for rows, label in (
-        (layers.get("asgi_app"), "request layer A/B, mounted Starlette app"),
-        (layers.get("typed"), "request layer A/B, typed @bentoml.api handlers"),
-        (results.get("empty", {}).get("levels"), "empty BentoML api"),
-    ):
+    for rows, label in ((results.get("empty", {}).get("levels"), "empty BentoML api"),):
         if rows:
             rows = by_clients(rows)
             print(f"{label}: " + ", ".join(

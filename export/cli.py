@@ -19,8 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
-from export.errors import ExportError
 from gancore.cliutil import add_common_args, configure_logging, progress_enabled
+from gancore.errors import ExportError
 from training.errors import UserError
 
 COMMANDS = ("gate", "push", "list", "import")

@@ -27,7 +27,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from export.errors import BundleError
+from gancore.errors import BundleError
 
 RESOLUTION = 32
 # Filter calibration samples per bundle. The DRS/top-k calibration does not enter the gate's
@@ -69,8 +69,8 @@ def _run_quietly(cmd: list[str], threads: int = 1) -> int:
 def _current_verdict(bundle: Path, run_dir: Path) -> str | None:
     """The verdict (``"passed"``/``"failed"``) of ``bundle``'s gate when that gate holds for the
     run's latest checkpoint under the demo's rules (the defaults), else None: export again."""
-    from export.bundle import load, sha256_file
     from export.gate import DEFAULT_N, GateRules
+    from gancore.bundle import load, sha256_file
     from training.checkpoint import latest_checkpoint
 
     if not (bundle / "gate.json").is_file():

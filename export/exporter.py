@@ -1,7 +1,7 @@
 """Training run -> bundle: graphs (ONNX, TorchScript, optional torch.export .pt2) from the EMA
 generator and the discriminator, parity against eager PyTorch, filter calibration, manifest.
 
-Besides the graphs the loader runs (``export.bundle.GRAPHS``), every bundle holds ``render``: the
+Besides the graphs the loader runs (``gancore.bundle.GRAPHS``), every bundle holds ``render``: the
 generator (StyleGAN: the synthesis network) and the discriminator fused into one graph that returns
 ``image`` and ``logit``, so a server on a GPU scores an image without copying it to the host and
 back between two sessions. Its parity is checked twice: against eager PyTorch, and against the
@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from export import filters, sampling
-from export.bundle import FORMAT, FORMAT_VERSION, GRAPHS, MANIFEST, sha256_file
-from export.errors import ExportError
+from gancore import filters, sampling
+from gancore.bundle import FORMAT, FORMAT_VERSION, GRAPHS, MANIFEST, sha256_file
+from gancore.errors import ExportError
 from training.threads import torch_threads
 
 FORMATS = ("onnx", "torchscript", "pt2")
@@ -625,7 +625,7 @@ def _write_bundle(tmp, loaded, cfg, G, D, formats, name, mbstd, say) -> dict[str
 
 def _calibrate(folder: Path, n: int) -> dict[str, Any]:
     """Score ``n`` generated samples with the exported discriminator, exactly as served."""
-    from export import bundle as bundle_mod
+    from gancore import bundle as bundle_mod
 
     b = bundle_mod.load(folder, backend="onnx", device="cpu", require_gate=False)
     seeds = list(range(CALIBRATION_SEED0, CALIBRATION_SEED0 + n))

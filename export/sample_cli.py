@@ -14,9 +14,9 @@ import logging
 import sys
 from pathlib import Path
 
-from export import images, sampling
-from export.errors import ExportError
+from gancore import images, sampling
 from gancore.cliutil import add_common_args, configure_logging
+from gancore.errors import ExportError
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _check_args(args) -> None:
 
 def run(args) -> str:
     _check_args(args)
-    from export.bundle import load
+    from gancore.bundle import load
 
     # Parse the seeds before loading anything heavy.
     seeds = None if args.style_mix else sampling.parse_seeds(args.seeds)

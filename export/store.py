@@ -1,7 +1,7 @@
 """BentoML model store: import a *passing* bundle as a BentoML model, find it again by tag.
 
 The model's folder is a byte-for-byte copy of the bundle (manifest, graphs, gate.json), so
-``export.bundle.load(bentoml.models.get(tag).path)`` verifies and runs it exactly as before.
+``gancore.bundle.load(bentoml.models.get(tag).path)`` verifies and runs it exactly as before.
 """
 
 from __future__ import annotations

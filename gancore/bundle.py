@@ -46,6 +46,7 @@ CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC"}
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The hex sha256 of a file (manifests, gates and reference statistics all use it)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -53,19 +54,24 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def default_threads() -> int:
-    """ORT intra-op threads: ``$GANFORGE_ORT_THREADS`` or the cores this process may use (≤ 8)."""
-    env = os.environ.get("GANFORGE_ORT_THREADS")
+def usable_cpus() -> int:
+    """The CPUs this process may use (a container's or taskset's limit, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_threads(processes: int = 1) -> int:
+    """ORT intra-op threads of one of ``processes`` processes sharing the machine (the serving
+    workers): ``$GANFORGE_ORT_THREADS``, else the usable CPUs shared out, at most 8."""
+    env = os.environ.get("GANFORGE_ORT_THREADS", "").strip()
     if env:
         try:
             return max(1, int(env))
         except ValueError:
             raise BundleError(f"GANFORGE_ORT_THREADS={env!r} is not an integer") from None
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
+    return max(1, min(8, usable_cpus() // max(1, processes)))
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Sampling rules shared by ``gan-sample``, the FID gate and the server (numpy only, no torch).
+"""Sampling rules and the generation flows shared by ``gan-sample``, the FID gate and the server
+(numpy only, no torch).
 
 One request -> one image, whoever computes it: seeds become latents *outside* the graphs, every
 step is per-seed (no cross-sample operation), so an image does not depend on the backend, the batch
@@ -17,6 +18,10 @@ Rules (also written into every bundle's manifest):
   ``cutoff`` style layers.
 - Class labels for a conditional model when no class is asked for: ``seed % num_classes``.
 - Images are float32 ``[N, C, R, R]`` clipped to [-1, 1] (StyleGAN-lite's synthesis is unbounded).
+
+The flows (generate, style mixing, interpolation, the quality filter loop) are written once, as
+``async`` functions over an :class:`Engine`: the server passes its micro-batched engine, the
+synchronous functions at the end pass a :class:`BundleEngine`.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from gancore import filters
 from gancore.errors import ExportError
 
 SEED_RULE = (
@@ -360,6 +366,17 @@ def lerp_path(a: np.ndarray, b: np.ndarray, steps: int) -> np.ndarray:
     return np.stack([(1 - t) * a + t * b for t in interpolation_ts(steps)]).astype(np.float32)
 
 
+def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """Spherical interpolation (for Gaussian latents: keeps the norm typical)."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    cos = np.dot(a64, b64) / (np.linalg.norm(a64) * np.linalg.norm(b64))
+    omega = np.arccos(np.clip(cos, -1.0, 1.0))
+    if omega < 1e-6:
+        return ((1 - t) * a64 + t * b64).astype(np.float32)
+    so = np.sin(omega)
+    return (np.sin((1 - t) * omega) / so * a64 + np.sin(t * omega) / so * b64).astype(np.float32)
+
+
 def _chunks(n: int, size: int):
     for i in range(0, n, size):
         yield slice(i, min(n, i + size))
@@ -373,6 +390,168 @@ def _labels(bundle, seeds: Sequence[int], labels) -> np.ndarray | None:
     return check_labels(labels, bundle.num_classes, len(seeds))
 
 
+def _require_stylegan(bundle, what: str) -> None:
+    if bundle.kind != "stylegan":
+        raise ExportError(
+            f"{what} needs a StyleGAN-lite bundle; {bundle.name!r} is a {bundle.kind} model"
+        )
+
+
+# -- the flows: each written once -------------------------------------------------------------
+# A flow composes the rules above with two engine calls: ``mapping`` (StyleGAN-lite z -> w) and
+# ``render`` (z or ws -> images and D's logits). The server passes its micro-batched engine
+# (serving/engine.py); gan-sample, the gate and the exporter pass a BundleEngine through the
+# synchronous functions below. Labels are an int64 array (one per row) or None; the model
+# description ``info`` is a Bundle or anything with the same attributes (kind, latent_dim,
+# num_ws, w_avg, latent_code).
+
+
+class Engine(Protocol):
+    async def mapping(self, info: Any, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        """StyleGAN-lite: ``w [N, w_dim]`` for ``z [N, latent_dim]``."""
+        ...
+
+    async def render(
+        self, info: Any, payload: np.ndarray, labels: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Images ``[N, C, R, R]`` in [-1, 1] for z (DCGAN/cGAN) or ws (StyleGAN-lite), and D's
+        logits ``[N]`` (None when this engine does not score)."""
+        ...
+
+
+async def ws_flow(engine: Engine, info, z, labels, psi: float, cutoff: int | None = None):
+    """StyleGAN-lite: z -> (truncated) ``ws [N, num_ws, w_dim]``."""
+    w = await engine.mapping(info, z, labels)
+    return ws_from_w(w, info.num_ws, info.w_avg, psi, cutoff)
+
+
+async def generate_flow(
+    engine: Engine, info, seeds: Sequence[int], labels, psi: float, cutoff: int | None = None
+):
+    """(images, logits) for checked seeds: generate and conditional generate."""
+    if info.kind == "stylegan":
+        z = z_from_seeds(seeds, info.latent_dim)
+        payload = await ws_flow(engine, info, z, labels, psi, cutoff)
+    else:
+        payload = z_from_seeds(seeds, info.latent_dim, psi)
+    return await engine.render(info, payload, labels)
+
+
+async def style_mix_flow(
+    engine: Engine, info, row_seeds: Sequence[int], col_seeds: Sequence[int], styles, psi, labels
+):
+    """(images, logits) of the style-mixing grid, row-major, ``(R+1) * (C+1)`` cells (see
+    :func:`style_mix_cells`); ``labels``: one per row seed then per column seed, or None. A cell
+    is scored with its row seed's class (the first row's and column's: their seed's own)."""
+    n_rows, n_cols = len(row_seeds), len(col_seeds)
+    z = z_from_seeds(list(row_seeds) + list(col_seeds), info.latent_dim)
+    ws = await ws_flow(engine, info, z, labels, psi)
+    # A coded model mixes within one code per cell (see style_mix_recoded_z).
+    recoded_z, recoded_rows = style_mix_recoded_z(z[:n_rows], z[n_rows:], styles, info.latent_code)
+    recoded = None
+    if recoded_z is not None:  # a coded model has no classes: no labels
+        recoded = await ws_flow(engine, info, recoded_z, None, psi)
+    cells = style_mix_cells(ws[:n_rows], ws[n_rows:], styles, recoded, recoded_rows)
+    cell_labels = None
+    if labels is not None:
+        rows = [[labels[r]] * (n_cols + 1) for r in range(n_rows)]
+        cell_labels = np.asarray([labels[0], *labels[n_rows:], *sum(rows, [])], np.int64)
+    images, logits = await engine.render(info, cells, cell_labels)
+    images[0] = -1.0  # the blank corner (black)
+    return images, logits
+
+
+async def interpolate_flow(
+    engine: Engine, info, seed_a: int, seed_b: int, steps: int, space: str, labels, psi: float
+):
+    """(images, logits) along the path from seed_a to seed_b: slerp in z, or lerp in w
+    (StyleGAN-lite); ``labels``: one per step, or None."""
+    if space == "w":
+        z = z_from_seeds([seed_a, seed_b], info.latent_dim)
+        ends = await ws_flow(engine, info, z, None if labels is None else labels[:2], psi)
+        payload = lerp_path(ends[0], ends[1], steps)
+    else:
+        payload = interpolation_z(seed_a, seed_b, steps, info.latent_dim, info.kind, psi)
+        if info.kind == "stylegan":
+            payload = await ws_flow(engine, info, payload, labels, psi)
+    return await engine.render(info, payload, labels)
+
+
+async def filter_flow(
+    engine: Engine,
+    info,
+    pool: Sequence[int],
+    n: int,
+    labels_for,
+    psi: float,
+    method: str,
+    calibration,
+):
+    """The quality filter loop over candidate seeds ``pool``: (images, logits, kept seeds, their
+    labels, seeds generated). ``none`` keeps every seed, ``top_k`` the ``n`` best logits (in seed
+    order), ``drs`` the first ``n`` seeds DRS accepts (gancore.filters.DrsLoop).
+    ``labels_for(seeds)`` gives the seeds' labels (or None)."""
+    if method != "drs":
+        labels = labels_for(pool)
+        images, logits = await generate_flow(engine, info, pool, labels, psi)
+        keep = np.arange(len(pool))
+        if method == "top_k":
+            keep = np.sort(filters.top_k(logits, n))
+        kept_labels = None if labels is None else labels[keep]
+        return images[keep], logits[keep], [pool[i] for i in keep], kept_labels, len(pool)
+    loop = filters.DrsLoop(pool, n, calibration)
+    parts = []
+    while seeds := loop.next_seeds():
+        labels = labels_for(seeds)
+        images, logits = await generate_flow(engine, info, seeds, labels, psi)
+        keep = loop.accept(seeds, logits)
+        parts.append((images[keep], logits[keep], [seeds[i] for i in keep],
+                      None if labels is None else labels[keep]))  # fmt: skip
+    shape = (0, info.channels, info.resolution, info.resolution)
+    images = np.concatenate([p[0] for p in parts]) if parts else np.zeros(shape, np.float32)
+    logits = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
+    kept = [s for p in parts for s in p[2]]
+    kept_labels = None
+    if parts and parts[0][3] is not None:
+        kept_labels = np.concatenate([p[3] for p in parts])
+    return images, logits, kept, kept_labels, loop.generated
+
+
+class BundleEngine:
+    """:class:`Engine` over a loaded bundle, ``batch_size`` rows per graph call: the generator's
+    (or synthesis') images, without D's logits. Its calls never suspend, so a flow over it runs to
+    the end in one step (:func:`run_sync`), inside or outside an event loop."""
+
+    def __init__(self, bundle, batch_size: int = 64):
+        self.bundle, self.batch_size = bundle, batch_size
+
+    async def mapping(self, info, z, labels):
+        w = np.empty((len(z), self.bundle.w_dim), np.float32)
+        for sl in _chunks(len(z), self.batch_size):
+            w[sl] = self.bundle.mapping(z[sl], None if labels is None else labels[sl])
+        return w
+
+    async def render(self, info, payload, labels):
+        b = self.bundle
+        if b.kind == "stylegan":
+            return synthesize(b, payload, self.batch_size), None
+        out = np.empty((len(payload), b.channels, b.resolution, b.resolution), np.float32)
+        for sl in _chunks(len(payload), self.batch_size):
+            out[sl] = b.generator(payload[sl], None if labels is None else labels[sl])
+        return out, None
+
+
+def run_sync(flow):
+    """The result of a flow over :class:`BundleEngine`."""
+    try:
+        flow.send(None)
+    except StopIteration as done:
+        return done.value
+    flow.close()
+    raise RuntimeError("a flow over a BundleEngine suspended")
+
+
+# -- the synchronous API on a bundle (gan-sample, the gate, the exporter) ----------------------
 def ws_for_seeds(
     bundle,
     seeds: Sequence[int],
@@ -399,10 +578,8 @@ def ws_for_z(
     batch_size: int = 64,
 ) -> np.ndarray:
     """StyleGAN-lite: z ``[N, latent]`` -> (truncated) ``ws``, mapped ``batch_size`` rows at a time."""
-    w = np.empty((len(z), bundle.w_dim), np.float32)
-    for sl in _chunks(len(z), batch_size):
-        w[sl] = bundle.mapping(z[sl], None if labels is None else labels[sl])
-    return ws_from_w(w, bundle.num_ws, bundle.w_avg, truncation, truncation_cutoff)
+    engine = BundleEngine(bundle, batch_size)
+    return run_sync(ws_flow(engine, bundle, z, labels, truncation, truncation_cutoff))
 
 
 def synthesize(bundle, ws: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -427,21 +604,14 @@ def generate(
     None = the seed % num_classes rule for conditional models)."""
     seeds = check_seeds(seeds)
     if bundle.kind == "stylegan":
-        ws = ws_for_seeds(bundle, seeds, labels, truncation, truncation_cutoff, batch_size)
-        return synthesize(bundle, ws, batch_size)
-    labels = _labels(bundle, seeds, labels)
-    z = z_from_seeds(seeds, bundle.latent_dim, _check_psi(truncation, bundle.kind))
-    out = np.empty((len(seeds), bundle.channels, bundle.resolution, bundle.resolution), np.float32)
-    for sl in _chunks(len(seeds), batch_size):
-        out[sl] = bundle.generator(z[sl], None if labels is None else labels[sl])
-    return out
-
-
-def _require_stylegan(bundle, what: str) -> None:
-    if bundle.kind != "stylegan":
-        raise ExportError(
-            f"{what} needs a StyleGAN-lite bundle; {bundle.name!r} is a {bundle.kind} model"
-        )
+        psi = _check_psi(truncation, "stylegan")
+        labels = _labels(bundle, seeds, labels)
+    else:
+        labels = _labels(bundle, seeds, labels)
+        psi = _check_psi(truncation, bundle.kind)
+    flow = generate_flow(BundleEngine(bundle, batch_size), bundle, seeds, labels, psi,
+                         truncation_cutoff)  # fmt: skip
+    return run_sync(flow)[0]
 
 
 def style_mix(
@@ -468,30 +638,8 @@ def style_mix(
         lab = labels_for_seeds(all_seeds, bundle.num_classes) if labels is None else labels
         lab = check_labels(lab, bundle.num_classes, len(all_seeds))
     psi = _check_psi(truncation, "stylegan")
-    z = z_from_seeds(all_seeds, bundle.latent_dim)
-    ws = ws_for_z(bundle, z, lab, psi, None, batch_size)
-    n_rows = len(row_seeds)
-    recoded_z, recoded_rows = style_mix_recoded_z(
-        z[:n_rows], z[n_rows:], styles, bundle.latent_code
-    )
-    recoded = None
-    if recoded_z is not None:  # a coded model has no classes: no labels
-        recoded = ws_for_z(bundle, recoded_z, None, psi, None, batch_size)
-    cells = style_mix_cells(ws[:n_rows], ws[n_rows:], styles, recoded, recoded_rows)
-    images = synthesize(bundle, cells, batch_size)
-    images[0] = -1.0  # blank corner (black)
-    return images
-
-
-def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
-    """Spherical interpolation (for Gaussian latents: keeps the norm typical)."""
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    cos = np.dot(a64, b64) / (np.linalg.norm(a64) * np.linalg.norm(b64))
-    omega = np.arccos(np.clip(cos, -1.0, 1.0))
-    if omega < 1e-6:
-        return ((1 - t) * a64 + t * b64).astype(np.float32)
-    so = np.sin(omega)
-    return (np.sin((1 - t) * omega) / so * a64 + np.sin(t * omega) / so * b64).astype(np.float32)
+    engine = BundleEngine(bundle, batch_size)
+    return run_sync(style_mix_flow(engine, bundle, row_seeds, col_seeds, styles, psi, lab))[0]
 
 
 def interpolate(
@@ -512,10 +660,6 @@ def interpolate(
     lab = labels_for_seeds([seed_a] * steps, bundle.num_classes, label)  # seed_a's class
     if space == "w":
         _require_stylegan(bundle, "interpolation in w")
-        ws = ws_for_seeds(bundle, [seed_a, seed_b], None if lab is None else lab[:2], truncation)
-        return synthesize(bundle, lerp_path(ws[0], ws[1], steps))
-    z = interpolation_z(seed_a, seed_b, steps, bundle.latent_dim, bundle.kind, truncation)
-    if bundle.kind == "stylegan":
-        ws = ws_from_w(bundle.mapping(z, lab), bundle.num_ws, bundle.w_avg, truncation)
-        return synthesize(bundle, ws)
-    return bundle.generator(z, lab)
+    psi = _check_psi(truncation, bundle.kind)
+    flow = interpolate_flow(BundleEngine(bundle), bundle, seed_a, seed_b, steps, space, lab, psi)
+    return run_sync(flow)[0]

@@ -1,11 +1,9 @@
 """The request layer: a Starlette app that BentoML mounts (``@bentoml.asgi_app``) in every worker.
 
-Measured both ways under the same ``bentoml serve`` (bench/serve_load.py --typed): typed
-``@bentoml.api`` handlers and this app, mounted, calling the same pipeline; the mounted app is the
-one kept (README "Serving benchmark"). It parses the body once with the request model
-(``model_validate_json``), calls the pipeline, and answers JSON (base64 images), one binary image,
-or a binary grid. Every client mistake is a 4xx with one body shape, ``{"error", "field",
-"detail"?}``; an engine failure is a 503 with ``Retry-After``.
+Its routes come from the route table (serving/routes.py). A handler parses the body once with the
+request model (``model_validate_json``), calls the pipeline, and answers JSON (base64 images), one
+binary image, or a binary grid. Every error is built by serving/errors.py: a client mistake is a
+4xx naming the field, an engine failure a 503 with ``Retry-After``.
 
 The handlers reach the worker's pipeline through :func:`bind`: the service instance BentoML builds
 in each worker binds itself at start (one service per worker process).
@@ -20,16 +18,17 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route as StarletteRoute
 
 from gancore.images import FORMATS
-from serving import metrics
-from serving.errors import ClientError, EngineError
+from serving import metrics, openapi
+from serving.errors import ClientError, EngineError, ErrorResponse
 from serving.pipeline import Images, Pipeline
+from serving.routes import MEDIA_TYPES, ROUTES, Route
 from serving.schemas import (
-    REQUESTS,
     GenerateConditionalRequest,
     GenerateRequest,
     InterpolateRequest,
@@ -40,11 +39,7 @@ log = logging.getLogger("ganforge.serving")
 _TYPE_TAGS = {"int", "str", "float", "bool", "list", "dict", "none"}
 
 
-def error(status: int, message: str, field: str | None = None, detail: Any = None, headers=None):
-    body: dict[str, Any] = {"error": message, "field": field}
-    if detail is not None:
-        body["detail"] = detail
-    return JSONResponse(body, status_code=status, headers=headers)
+error = ErrorResponse
 
 
 def _field(loc: tuple) -> str | None:
@@ -61,7 +56,7 @@ def _field(loc: tuple) -> str | None:
     return out or None
 
 
-def validation_error(exc: ValidationError) -> JSONResponse:
+def validation_error(exc: ValidationError) -> ErrorResponse:
     """The body is not JSON / not an object: 400. A field is wrong: 422 naming it."""
     errors = exc.errors(include_url=False, include_context=False, include_input=False)
     first = errors[0]
@@ -73,7 +68,7 @@ def validation_error(exc: ValidationError) -> JSONResponse:
     return error(422, f"{field}: {first['msg']}", field, detail)
 
 
-def content_type_error(request: Request) -> JSONResponse | None:
+def content_type_error(request: Request) -> ErrorResponse | None:
     """JSON bodies only: another media type is 415, a malformed Content-Type header 400."""
     raw = request.headers.get("content-type")
     if raw is None:
@@ -204,6 +199,9 @@ def endpoint(path: str, model: type[BaseModel], run: Run):
         _INFLIGHT[0] += 1
         try:
             return await _handle(request)
+        except Exception:  # a defect of ours: logged, answered in the error shape
+            log.exception("unexpected error on %s %s", request.method, path)
+            return error(500, "internal server error", None)
         finally:
             _INFLIGHT[0] -= 1
 
@@ -240,19 +238,12 @@ async def models(request: Request) -> Response:
 
 
 async def docs(request: Request) -> Response:
-    from serving.openapi import spec
-
-    return JSONResponse(spec())
+    return JSONResponse(openapi.spec(tuple(_pipeline().models)))
 
 
 STATIC = Path(__file__).with_name("static")
 # The playground page (serving/static/): served as files, open without the API key (it holds no
 # data; its API calls send the key the user types). BentoML's Swagger UI keeps "/".
-PAGE = {
-    "/playground": ("playground.html", "text/html; charset=utf-8"),
-    "/playground/playground.js": ("playground.js", "text/javascript; charset=utf-8"),
-    "/playground/playground.css": ("playground.css", "text/css; charset=utf-8"),
-}
 _PAGE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Content-Type-Options": "nosniff",
@@ -261,9 +252,10 @@ _PAGE_HEADERS = {
 }
 
 
-def page_file(path: str):
-    name, media_type = PAGE[path]
-    data = (STATIC / name).read_bytes()
+def page_file(route: Route):
+    path = STATIC / route.file
+    data = path.read_bytes()
+    media_type = MEDIA_TYPES[path.suffix]
 
     async def serve(request: Request) -> Response:
         return Response(data, media_type=media_type, headers=_PAGE_HEADERS)
@@ -271,16 +263,32 @@ def page_file(path: str):
     return serve
 
 
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    """Starlette's own answers (405 for a method a route does not take) in the error shape."""
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return error(
+            405,
+            f"{request.method} is not allowed on {request.url.path}: use {allowed}",
+            "method",
+            headers=exc.headers,
+        )
+    return error(exc.status_code, str(exc.detail), None, headers=exc.headers)
+
+
+def handler(route: Route):
+    if route.request is not None:
+        return endpoint(route.path, route.request, RUNS[route.path])
+    if route.file is not None:
+        return page_file(route)
+    return {"models": models, "docs": docs}[route.name]
+
+
 def create_app() -> Starlette:
     routes = [
-        Route(path, endpoint(path, REQUESTS[path], RUNS[path]), methods=["POST"]) for path in RUNS
+        StarletteRoute(r.path, handler(r), methods=[r.method]) for r in ROUTES if not r.bentoml
     ]
-    routes += [
-        Route("/models", models, methods=["GET"]),
-        Route("/docs.json", docs, methods=["GET"]),
-    ]
-    routes += [Route(path, page_file(path), methods=["GET"]) for path in PAGE]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
 
 
 APP = create_app()

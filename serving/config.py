@@ -1,7 +1,7 @@
 """Server settings, read once from the environment (torch-free).
 
 Every limit is an environment variable so an operator can tune it without code; the defaults are
-the ones documented in the README. :func:`current` parses them once per process and every part of
+the ones documented in docs/serving.md. :func:`current` parses them once per process and every part of
 the service (decorator arguments, workers, middleware) is handed that one object.
 """
 
@@ -11,6 +11,8 @@ import functools
 import os
 import re
 from dataclasses import dataclass, field
+
+from gancore.bundle import default_threads, usable_cpus
 
 
 def _int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -36,13 +38,6 @@ def _flag(env: dict[str, str], name: str, default: bool = False) -> bool:
 def split_list(raw: str) -> list[str]:
     """``GAN_BUNDLES``-style lists: separated by ``os.pathsep`` or commas, blanks dropped."""
     return [p.strip() for p in re.split(rf"[,{re.escape(os.pathsep)}]", raw or "") if p.strip()]
-
-
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # the CPUs this process may use (containers)
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def default_api_workers() -> int:
@@ -86,16 +81,15 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     batching: bool = True
     max_batch_size: int = 64
-    max_latency_ms: int = 30_000
     api_workers: int = field(default_factory=default_api_workers)
     tracing: bool = False
-    ort_threads: int | None = None  # per worker; default: the usable CPUs / workers
+    access_log: bool = False
     inline_rows: int = 8  # engine calls of at most this many rows run on the event loop (CPU only)
-    fastpath: bool = True  # API routes skip BentoML's generic middleware (serving/fastpath.py)
 
     @property
     def threads_per_worker(self) -> int:
-        return self.ort_threads or max(1, usable_cpus() // max(1, self.api_workers))
+        """ONNX Runtime threads of each worker (gancore.bundle.default_threads' rule)."""
+        return default_threads(self.api_workers)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -119,12 +113,10 @@ class Settings:
             limits=limits,
             batching=_flag(env, "GAN_BATCHING", True),
             max_batch_size=_int(env, "GAN_MAX_BATCH", 64, minimum=2),
-            max_latency_ms=_int(env, "GAN_MAX_LATENCY_MS", 30_000),
             api_workers=_int(env, "GAN_API_WORKERS", default_api_workers()),
             tracing=_flag(env, "GAN_TRACING"),
-            ort_threads=_int(env, "GANFORGE_ORT_THREADS", 0, minimum=0) or None,
+            access_log=_flag(env, "GAN_ACCESS_LOG"),
             inline_rows=_int(env, "GAN_INLINE_ROWS", 8, minimum=0),
-            fastpath=_flag(env, "GAN_FASTPATH", True),
         )
 
 

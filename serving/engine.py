@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,8 @@ WARM_SIZES = (1, 2, 3, 4, 8, 16, 32, 64)  # batch sizes the batcher makes most (
 
 @dataclass
 class ModelInfo:
-    """What the public service needs to know about a served bundle (JSON-serialisable)."""
+    """What the public service needs to know about a served bundle (the flows read it as they
+    read a Bundle: kind, latent_dim, num_ws, w_avg, latent_code, channels, resolution)."""
 
     index: int
     name: str
@@ -39,7 +40,7 @@ class ModelInfo:
     class_names: list[str]
     num_ws: int | None
     w_dim: int | None
-    w_avg: list[float] | None
+    w_avg: np.ndarray | None
     style_ranges: dict[str, list[int]]
     provider: str
     gate: dict[str, Any]
@@ -76,7 +77,7 @@ class ModelInfo:
             class_names=[str(c) for c in (bundle.class_names or [])],
             num_ws=int(bundle.num_ws) if bundle.kind == "stylegan" else None,
             w_dim=int(bundle.w_dim) if bundle.kind == "stylegan" else None,
-            w_avg=None if w_avg is None else np.asarray(w_avg, np.float32).ravel().tolist(),
+            w_avg=None if w_avg is None else np.asarray(w_avg, np.float32).ravel(),
             style_ranges={k: [int(a), int(b)] for k, (a, b) in ranges.items()},
             provider=str(bundle.provider),
             gate=gate,
@@ -86,32 +87,6 @@ class ModelInfo:
             fused=bool(getattr(bundle, "fused", False)),
             latent_code=int(getattr(bundle, "latent_code", 0) or 0),
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def public(self) -> dict[str, Any]:
-        """The /models entry."""
-        out = {
-            "name": self.name,
-            "kind": self.kind,
-            "resolution": self.resolution,
-            "channels": self.channels,
-            "latent_dim": self.latent_dim,
-            "conditional": self.num_classes > 0,
-            "classes": self.class_names,
-            "provider": self.provider,
-            "gate": self.gate,
-            "ungated": self.ungated,
-            "fused_render": self.fused,
-            "filters": ["none", "top_k"] + (["drs"] if self.drs_ready else []),
-            # The InfoGAN code's values (dcgan/stylegan; null without one): the argmax of z's
-            # first latent_code components picks the digit-like mode a seed draws.
-            "latent_code": self.latent_code or None,
-        }
-        if self.kind == "stylegan":
-            out.update(num_ws=self.num_ws, w_dim=self.w_dim, style_ranges=self.style_ranges)
-        return out
 
 
 class Engine:
@@ -165,6 +140,7 @@ class Engine:
         self, info: ModelInfo, payload: np.ndarray, labels: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """z (DCGAN/cGAN) or ws (StyleGAN-lite) -> (images ``[N, C, R, R]``, logits ``[N]``)."""
+        payload = np.ascontiguousarray(payload, dtype=np.float32)
         images, logits = await self._render[info.name](payload, labels)
         return images, logits
 

@@ -1,36 +1,17 @@
 """ASGI middleware for the public service: API-key auth and a request-body size limit.
 
 BentoML has no body limit of its own, and its handlers read the whole body before validating, so
-the limit is enforced here, before any handler runs. Both answer in the same JSON error shape as
-the API (``{"error", "field"}``).
+the limit is enforced here, before any handler runs. Both answer with the API's error body
+(serving/errors.py). They are added once, with ``add_asgi_middleware`` (serving/service.py), so
+they run inside BentoML's chain for every route.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
-from typing import Any
 
-from serving.app import PAGE
-
-# The probes, and the playground page's files (no data in them; the page sends the key it is given).
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", *PAGE})
-
-
-async def _json(send, status: int, body: dict[str, Any], headers: list | None = None) -> None:
-    data = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
+from serving.errors import ErrorResponse
+from serving.routes import OPEN_PATHS  # the probes and the playground's files (no data in them)
 
 
 class ApiKeyMiddleware:
@@ -56,15 +37,13 @@ class ApiKeyMiddleware:
         scheme, _, token = given.partition(b" ")
         if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key):
             return await self.app(scope, receive, send)
-        await _json(
-            send,
+        reply = ErrorResponse(
             401,
-            {
-                "error": "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                "field": "Authorization",
-            },
-            [(b"www-authenticate", b"Bearer")],
+            "missing or wrong API key: send 'Authorization: Bearer <key>'",
+            "Authorization",
+            headers={"WWW-Authenticate": "Bearer"},
         )
+        await reply(scope, receive, send)
 
 
 class BodyLimitMiddleware:
@@ -78,14 +57,8 @@ class BodyLimitMiddleware:
         self.app, self.max_bytes = app, max_bytes
 
     async def _too_large(self, send, size: str) -> None:
-        await _json(
-            send,
-            413,
-            {
-                "error": f"request body {size} is larger than the {self.max_bytes}-byte limit",
-                "field": "body",
-            },
-        )
+        message = f"request body {size} is larger than the {self.max_bytes}-byte limit"
+        await ErrorResponse(413, message, "body")(None, None, send)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

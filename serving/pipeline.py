@@ -1,8 +1,11 @@
-"""Requests -> engine rows -> images: the public side of the service (numpy only, torch-free).
+"""Requests -> flows -> images: the glue between a validated request and gancore's flows
+(numpy only, torch-free).
 
-Seeds become latents here, with ``gancore.sampling``'s rules, so every image is computed per seed;
-the engine (serving/engine.py, in-process, micro-batched) only runs graphs on rows. Every client
-mistake raises :class:`ClientError` with the field and what is allowed.
+The flows (``gancore.sampling``: generate, style mixing, interpolation, the filter loop) are the
+ones gan-sample and the gate run; here they run on the worker's micro-batched engine
+(serving/engine.py). This module checks what only a served request can get wrong (the model, the
+limits, class names), and says what each image is. Every client mistake raises
+:class:`ClientError` with the field and what is allowed.
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from gancore import filters as gan_filters
 from gancore import sampling
 from gancore.errors import ExportError
 from gancore.images import FORMATS, encode, make_grid, to_uint8, upscale
 from serving.config import Limits
 from serving.engine import Engine, ModelInfo
 from serving.errors import ClientError
+from serving.schemas import LimitsOut, ModelOut, ModelsResponse
 
 DEFAULT_FILTER = "none"
 
@@ -77,17 +80,16 @@ class Pipeline:
     def __init__(self, engine: Engine, limits: Limits):
         self.engine, self.limits = engine, limits
         self.models = {m.name: m for m in engine.models}
-        self._w_avgs: dict[str, np.ndarray] = {}
 
     def describe(self) -> dict[str, Any]:
         """GET /models: what is served, the limits, the formats."""
-        return {
-            "models": [m.public() for m in self.models.values()],
-            "limits": vars(self.limits),
-            "default_filter": DEFAULT_FILTER,
-            "batching": self.engine.batching,
-            "formats": list(FORMATS),
-        }
+        return ModelsResponse(
+            models=[ModelOut.from_info(m) for m in self.models.values()],
+            limits=LimitsOut.model_validate(vars(self.limits)),
+            default_filter=DEFAULT_FILTER,
+            batching=self.engine.batching,
+            formats=list(FORMATS),
+        ).model_dump(mode="json")
 
     # -- lookups and checks ----------------------------------------------------------------------
     def model(self, name: str) -> ModelInfo:
@@ -150,42 +152,11 @@ class Pipeline:
             return None
         return {"index": int(label), "name": info.class_names[label]}
 
-    # -- engine ------------------------------------------------------------------------------------
     def _labels(self, labels: Sequence[int | None]) -> np.ndarray | None:
+        """A request's per-row labels as the flows take them (None: unconditional)."""
         if not labels or labels[0] is None:
             return None
         return np.asarray(labels, np.int64)
-
-    async def ws(
-        self, info: ModelInfo, z: np.ndarray, labels: Sequence[int | None], psi: float
-    ) -> np.ndarray:
-        """StyleGAN-lite: z -> truncated ws ``[N, num_ws, w_dim]`` (gancore.sampling.ws_from_w)."""
-        w = await self.engine.mapping(info, z, self._labels(labels))
-        return sampling.ws_from_w(w, info.num_ws, self._w_avg(info), psi)
-
-    def _w_avg(self, info: ModelInfo) -> np.ndarray | None:
-        if info.w_avg is None:
-            return None
-        if info.name not in self._w_avgs:
-            self._w_avgs[info.name] = np.asarray(info.w_avg, np.float32)
-        return self._w_avgs[info.name]
-
-    async def render(
-        self, info: ModelInfo, labels: Sequence[int | None], payload: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        payload = np.ascontiguousarray(payload, dtype=np.float32)
-        return await self.engine.render(info, payload, self._labels(labels))
-
-    async def from_seeds(
-        self, info: ModelInfo, seeds: Sequence[int], labels: Sequence[int | None], psi: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Images and discriminator logits for seeds, exactly as ``gancore.sampling.generate``."""
-        if info.kind == "stylegan":
-            z = sampling.z_from_seeds(seeds, info.latent_dim)
-            payload = await self.ws(info, z, labels, psi)
-        else:
-            payload = sampling.z_from_seeds(seeds, info.latent_dim, psi)
-        return await self.render(info, labels, payload)
 
     # -- endpoints -----------------------------------------------------------------------------
     def seed_pool(
@@ -214,7 +185,6 @@ class Pipeline:
         filter_method: str,
         oversample: int,
         class_labels: list[int | str] | None = None,
-        endpoint: str = "generate",
     ) -> Images:
         """``n`` images (per class when ``class_labels`` is given), optionally filtered."""
         info = self.model(model)
@@ -295,36 +265,23 @@ class Pipeline:
         psi: float,
         method: str,
     ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]], int]:
-        """(images, scores, meta, generated) for one class group."""
-        if method == "drs":
-            return await self._drs(info, pool, n, fixed, psi)
-        labels = self.labels(info, pool, fixed)
-        images, scores = await self.from_seeds(info, pool, labels, psi)
-        keep = np.arange(len(pool))
-        if method == "top_k":
-            keep = np.sort(gan_filters.top_k(scores, n))
-        meta = [
-            {"seed": pool[i], "class": self.class_meta(info, labels[i]), "style": None}
-            for i in keep
-        ]
-        return images[keep], scores[keep], meta, len(pool)
+        """(images, scores, meta, generated) for one class group: gancore's filter loop."""
 
-    async def _drs(self, info, pool, n, fixed, psi):
-        """Discriminator rejection sampling: gancore.filters.DrsLoop driven through the engine."""
-        loop = gan_filters.DrsLoop(pool, n, info.calibration)
-        kept_images, kept_scores, meta = [], [], []
-        while seeds := loop.next_seeds():
-            labels = self.labels(info, seeds, fixed)
-            images, scores = await self.from_seeds(info, seeds, labels, psi)
-            for i in loop.accept(seeds, scores):
-                kept_images.append(images[i])
-                kept_scores.append(scores[i])
-                meta.append(
-                    {"seed": seeds[i], "class": self.class_meta(info, labels[i]), "style": None}
-                )
-        shape = (0, info.channels, info.resolution, info.resolution)
-        images = np.stack(kept_images) if kept_images else np.zeros(shape, np.float32)
-        return images, np.asarray(kept_scores, np.float32), meta, loop.generated
+        def labels_for(seeds: Sequence[int]) -> np.ndarray | None:
+            return self._labels(self.labels(info, seeds, fixed))
+
+        images, scores, kept, kept_labels, generated = await sampling.filter_flow(
+            self.engine, info, pool, n, labels_for, psi, method, info.calibration
+        )
+        meta = [
+            {
+                "seed": seed,
+                "class": None if kept_labels is None else self.class_meta(info, kept_labels[i]),
+                "style": None,
+            }
+            for i, seed in enumerate(kept)
+        ]
+        return images, scores, meta, generated
 
     async def style_mix(
         self,
@@ -356,34 +313,20 @@ class Pipeline:
             raise _export_error(exc, "col_styles") from None
         all_seeds = list(row_seeds) + list(col_seeds)
         labels = self.labels(info, all_seeds, None)
-        z = sampling.z_from_seeds(all_seeds, info.latent_dim)
-        ws = await self.ws(info, z, labels, psi)
-        n_rows = len(row_seeds)
-        # A coded model mixes within one code per cell (gancore.sampling.style_mix_recoded_z).
-        recoded_z, recoded_rows = sampling.style_mix_recoded_z(
-            z[:n_rows], z[n_rows:], styles, info.latent_code
+        images, scores = await sampling.style_mix_flow(
+            self.engine, info, row_seeds, col_seeds, styles, psi, self._labels(labels)
         )
-        recoded = None
-        if recoded_z is not None:
-            recoded = await self.ws(info, recoded_z, [None] * len(recoded_z), psi)
-        cells = sampling.style_mix_cells(ws[:n_rows], ws[n_rows:], styles, recoded, recoded_rows)
         meta: list[dict[str, Any]] = [{"blank": True}]
-        cell_labels: list[int | None] = [labels[0]]
         for c, s in enumerate(col_seeds):
-            meta.append({"seed": s, "class": None, "style": {"source": "col", "col_seed": s}})
-            cell_labels.append(labels[len(row_seeds) + c])
+            style = {"source": "col", "col_seed": s}
+            cls = self.class_meta(info, labels[len(row_seeds) + c])
+            meta.append({"seed": s, "class": cls, "style": style})
         for r, rs in enumerate(row_seeds):
-            meta.append({"seed": rs, "class": None, "style": {"source": "row", "row_seed": rs}})
-            cell_labels.append(labels[r])
+            cls = self.class_meta(info, labels[r])
+            meta.append({"seed": rs, "class": cls, "style": {"source": "row", "row_seed": rs}})
             for cs in col_seeds:
                 style = {"source": "mix", "row_seed": rs, "col_seed": cs, "col_styles": styles}
-                meta.append({"seed": rs, "class": None, "style": style})
-                cell_labels.append(labels[r])
-        for m, lab in zip(meta, cell_labels):
-            if not m.get("blank"):
-                m["class"] = self.class_meta(info, lab)
-        images, scores = await self.render(info, cell_labels, cells)
-        images[0] = -1.0  # the blank corner, as in gancore.sampling.style_mix
+                meta.append({"seed": rs, "class": cls, "style": style})
         return Images(
             info,
             images,
@@ -418,14 +361,9 @@ class Pipeline:
         labels = self.labels(info, [seed_a] * steps, fixed)  # seed_a's class unless fixed
         label = labels[0]
         ts = sampling.interpolation_ts(steps)
-        if space == "w":
-            z = sampling.z_from_seeds([seed_a, seed_b], info.latent_dim)
-            ends = await self.ws(info, z, labels[:2], psi)
-            payload = sampling.lerp_path(ends[0], ends[1], steps)
-        else:
-            z = sampling.interpolation_z(seed_a, seed_b, steps, info.latent_dim, info.kind, psi)
-            payload = await self.ws(info, z, labels, psi) if info.kind == "stylegan" else z
-        images, scores = await self.render(info, labels, payload)
+        images, scores = await sampling.interpolate_flow(
+            self.engine, info, seed_a, seed_b, steps, space, self._labels(labels), psi
+        )
         meta = [
             {
                 "seed": None,

@@ -161,9 +161,37 @@ class ModelOut(BaseModel):
     ungated: bool
     fused_render: bool
     filters: list[Method]
+    latent_code: int | None = Field(
+        None,
+        description="values of the generator's categorical latent code (null: none); the argmax "
+        "of z's first latent_code components picks the mode a seed draws",
+    )
     num_ws: int | None = None
     w_dim: int | None = None
     style_ranges: dict[str, list[int]] | None = None
+
+    @classmethod
+    def from_info(cls, info: Any) -> ModelOut:
+        """The /models entry of a served model (serving.engine.ModelInfo)."""
+        stylegan = info.kind == "stylegan"
+        return cls(
+            name=info.name,
+            kind=info.kind,
+            resolution=info.resolution,
+            channels=info.channels,
+            latent_dim=info.latent_dim,
+            conditional=info.num_classes > 0,
+            classes=info.class_names,
+            provider=info.provider,
+            gate=GateOut.model_validate(info.gate),
+            ungated=info.ungated,
+            fused_render=info.fused,
+            filters=["none", "top_k"] + (["drs"] if info.drs_ready else []),
+            latent_code=info.latent_code or None,
+            num_ws=info.num_ws if stylegan else None,
+            w_dim=info.w_dim if stylegan else None,
+            style_ranges=info.style_ranges if stylegan else None,
+        )
 
 
 class LimitsOut(BaseModel):
@@ -190,11 +218,3 @@ class ErrorBody(BaseModel):
     error: str
     field: str | None = None
     detail: Any = None
-
-
-REQUESTS: dict[str, type[_Request]] = {
-    "/generate": GenerateRequest,
-    "/generate_conditional": GenerateConditionalRequest,
-    "/style_mix": StyleMixRequest,
-    "/interpolate": InterpolateRequest,
-}

@@ -4,11 +4,11 @@ One BentoML service, ``workers`` processes. Every worker loads and verifies the 
 warms their sessions up and holds the engine in-process (serving/engine.py): concurrent requests'
 rows are merged by an asyncio micro-batcher into one ONNX Runtime call on the worker's engine
 thread, so there is no engine process and no HTTP hop per image. The request layer is a Starlette
-app mounted with ``@bentoml.asgi_app`` (serving/app.py); BentoML still provides the server, the
-workers, ``/livez``, ``/readyz``, ``/metrics``, ``bentoml build`` and deployment. The API routes
-reach that app through serving/fastpath.py, which does what BentoML's generic per-request
-middleware did for them (request metrics, access log, timeout) in one lean layer.
-Configuration is environment variables, parsed once (serving/config.py and the README).
+app mounted with ``@bentoml.asgi_app`` (serving/app.py); BentoML provides the server, the workers,
+the middleware chain (request metrics, access log, timeout, then ours: body limit and API key, added
+once with ``add_asgi_middleware`` and so covering every route), ``/livez``, ``/readyz``,
+``/metrics``, ``bentoml build`` and deployment.
+Configuration is environment variables, parsed once (serving/config.py, docs/serving.md).
 """
 
 from __future__ import annotations
@@ -21,26 +21,32 @@ from typing import Any
 
 import bentoml
 
-from serving import bentoml_fixes, fastpath, metrics
+from serving import bentoml_fixes, metrics
 from serving.app import APP, alone, bind
 from serving.config import current, worker_device_id
 from serving.engine import Engine
 from serving.middleware import ApiKeyMiddleware, BodyLimitMiddleware
 from serving.pipeline import Pipeline
 from serving.registry import NoModels, check_bundles, load_bundles
+from serving.routes import ROUTES
 
 log = logging.getLogger("ganforge.serving")
-bentoml_fixes.install()  # BentoML's per-request timeout timer is never cancelled (see module)
+bentoml_fixes.install()  # BentoML 1.4's per-request timeout timer is never cancelled (see module)
 SETTINGS = current()  # workers and resources are decorator arguments: read at import
-API_PATHS = ("/generate", "/generate_conditional", "/style_mix", "/interpolate", "/models")
+API_PATHS = tuple(r.path for r in ROUTES if not r.bentoml)
 
 
-def _untraced(*paths: str) -> dict[str, Any]:
-    """Service config that skips BentoML's OpenTelemetry span on ``paths``. BentoML wraps every
-    request in a span even though its default sample rate (0) records none; in a profile of the
-    worker under load the span code took about a tenth of the samples. GAN_TRACING=1 keeps the
-    spans (then set BentoML's tracing.sample_rate and exporter as usual)."""
-    return {} if SETTINGS.tracing else {"tracing": {"excluded_urls": list(paths)}}
+def observability(settings, paths: tuple[str, ...]) -> dict[str, Any]:
+    """BentoML's documented tracing and access-log settings for the service. BentoML wraps every
+    request in an OpenTelemetry span even though its default sample rate (0) records none, and
+    writes an access-log line per request; on a model whose engine call costs a fraction of a
+    millisecond each is a visible share of a request (docs/benchmarks.md). GAN_TRACING=1 keeps the
+    spans on ``paths`` (then set BentoML's tracing.sample_rate and exporter as usual);
+    GAN_ACCESS_LOG=1 turns the access log on. BentoML's request metrics stay on either way."""
+    config: dict[str, Any] = {"logging": {"access": {"enabled": settings.access_log}}}
+    if not settings.tracing:
+        config["tracing"] = {"excluded_urls": list(paths)}
+    return config
 
 
 def dump_stacks_on_sigusr1() -> None:
@@ -77,7 +83,7 @@ def check_device(settings) -> None:
     workers=SETTINGS.api_workers,
     resources={"gpu": 1} if SETTINGS.device == "cuda" else {},
     traffic={"timeout": 300},
-    **_untraced(*API_PATHS),
+    **observability(SETTINGS, API_PATHS),
 )
 @bentoml.asgi_app(APP, path="/")
 class GanService:
@@ -113,4 +119,3 @@ class GanService:
 
 GanService.add_asgi_middleware(BodyLimitMiddleware)
 GanService.add_asgi_middleware(ApiKeyMiddleware)
-fastpath.install(GanService, API_PATHS, lambda: BodyLimitMiddleware(ApiKeyMiddleware(APP)))

@@ -1,4 +1,4 @@
-// ganforge playground: a page over the service's own HTTP API (GET /models, POST /generate,
+// ganforge playground: a page over the service's own HTTP API (GET /models, /docs.json, POST /generate,
 // /generate_conditional, /style_mix, /interpolate). No framework, no network but this server.
 "use strict";
 
@@ -8,6 +8,7 @@
 
   let apiKey = null; // in this closure only: never in the URL, a cookie or storage
   let catalog = null; // the GET /models answer
+  let routes = {}; // operationId -> path, from the server's route table (GET /docs.json)
   let model = null; // the chosen model's entry
   let lastRun = null; // the tab whose images are shown: re-run when the truncation moves
   let ticket = 0; // the newest request; older answers are dropped
@@ -133,14 +134,14 @@
     const classes = $$("#classes input:checked").map((el) => Number(el.value));
     if (model.conditional && classes.length) {
       body.class_label = classes.length === 1 ? classes[0] : classes;
-      return ["/generate_conditional", body];
+      return [routes.generate_conditional, body];
     }
-    return ["/generate", body];
+    return [routes.generate, body];
   }
 
   function styleMixRequest() {
     const choice = $("#col-styles").value;
-    return ["/style_mix", {
+    return [routes.style_mix, {
       model: model.name,
       truncation: truncation(),
       row_seeds: seedList($("#row-seeds").value, "row_seeds"),
@@ -159,7 +160,7 @@
     };
     const cls = $("#interp-class").value;
     if (model.conditional && cls !== "") body.class_label = Number(cls);
-    return ["/interpolate", body];
+    return [routes.interpolate, body];
   }
 
   const REQUESTS = { generate: generateRequest, style_mix: styleMixRequest, interpolate: interpolateRequest };
@@ -360,10 +361,19 @@
     $("#api-key").focus();
   }
 
+  function operationPaths(doc) {
+    const out = {};
+    for (const [path, ops] of Object.entries(doc.paths)) {
+      for (const op of Object.values(ops)) out[op.operationId] = path;
+    }
+    return out;
+  }
+
   async function connect() {
     clearErrors();
     try {
       catalog = await api("/models");
+      routes = operationPaths(await api("/docs.json"));
     } catch (exc) {
       if (!(exc instanceof ApiError)) throw exc;
       $("#status").textContent = `GET /models failed (${exc.status || "no answer"})`;

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from export import bundle as bundle_mod
-from export import sampling
-from export.errors import BundleError, ExportError
+from gancore import bundle as bundle_mod
+from gancore import sampling
+from gancore.errors import BundleError, ExportError
 
 KINDS = ("dcgan", "cgan", "stylegan")
 
@@ -243,9 +243,8 @@ def test_runtime_modules_do_not_import_torch(tiny_bundles):
     code = (
         "import sys\n"
         "import gancore.bundle, gancore.sampling, gancore.filters, gancore.images\n"
-        "import export.bundle, export.sampling, export.filters, export.errors, export.images\n"
-        f"b = export.bundle.load({str(tiny_bundles['stylegan'])!r}, require_gate=False)\n"
-        "export.sampling.generate(b, [0, 1], truncation=0.5)\n"
+        f"b = gancore.bundle.load({str(tiny_bundles['stylegan'])!r}, require_gate=False)\n"
+        "gancore.sampling.generate(b, [0, 1], truncation=0.5)\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'training'))\n"
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"

@@ -11,8 +11,8 @@ import pytest
 
 from export import exporter
 from export.cli import main as export_main
-from export.errors import ExportError
 from export.sample_cli import main as sample_main
+from gancore.errors import ExportError
 from tests.conftest import TINY_RES, one_torch_thread
 
 REPO = Path(__file__).resolve().parents[2]
@@ -257,9 +257,9 @@ def test_gate_against_imported_inception_stats(tiny_bundles, tmp_path, monkeypat
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(inception, "WEIGHTS_SHA256", sha256_file(weights))
     # The gate generates in chunks of 500; 299x299 Inception on 500 images is minutes on a CPU.
-    from export import gate as gate_mod
+    from export.gate import pool as gate_pool
 
-    monkeypatch.setattr(gate_mod, "CHUNK", 8)
+    monkeypatch.setattr(gate_pool, "CHUNK", 8)
     with one_torch_thread():
         ext = inception.InceptionExtractor()
         ds = load_dataset("digits", TINY_RES, "heldout")

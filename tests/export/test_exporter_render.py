@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from export import bundle as bundle_mod
-from export import exporter, sampling
-from export.errors import ExportError
+from export import exporter
+from gancore import bundle as bundle_mod
+from gancore import sampling
+from gancore.errors import ExportError
 
 KINDS = ("dcgan", "cgan", "stylegan")
 BATCHES = (1, 5)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export import bundle as bundle_mod
-from export import images, sampling
 from export.cli import main as export_main
-from export.errors import BundleError
 from export.exporter import export_run
 from export.gate import GateRules, run_gate
+from gancore import bundle as bundle_mod
+from gancore import images, sampling
+from gancore.errors import BundleError
 from tests.conftest import one_torch_thread, train_run
 from training.eval.score import load_ref, score_images
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from export import bundle as bundle_mod
 from export.cli import main as export_main
-from export.errors import ExportError
 from export.gate import GateRules, evaluate_rules, run_gate
+from gancore import bundle as bundle_mod
+from gancore.errors import ExportError
 from tests.conftest import one_torch_thread
 
 GOOD = {

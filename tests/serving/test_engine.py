@@ -18,6 +18,7 @@ from serving.engine import Engine
 from serving.errors import ClientError, EngineError
 from serving.pipeline import Pipeline
 from serving.registry import NoModels, check_bundles, load_bundles
+from serving.schemas import ModelOut
 from tests.serving.conftest import REPO, tampered_copy
 
 CALLS: list[tuple[str, str, int]] = []  # (api, model, rows) of every engine call
@@ -111,7 +112,7 @@ def test_a_coded_stylegan_mixes_within_one_code_as_export_sampling_does(tmp_path
         p = Pipeline(eng, Limits())
         (bundle,) = eng.bundles
         info = p.model(bundle.name)
-        assert bundle.latent_code == 4 and info.public()["latent_code"] == 4
+        assert bundle.latent_code == 4 and ModelOut.from_info(info).latent_code == 4
         rows, cols = [1, 2, 3], [4, 5, 6]
         codes = sampling.latent_codes(sampling.z_from_seeds(rows + cols, bundle.latent_dim), 4)
         assert len(set(codes.tolist())) > 1

@@ -399,3 +399,26 @@ def test_openapi_declares_response_models_images_and_errors(client):
     image = spec["components"]["schemas"]["ImageOut"]["properties"]
     assert {"seed", "class", "style", "score", "data"} <= set(image)
     assert "FilterReport" in spec["components"]["schemas"]
+
+
+def test_models_and_its_documented_schema_have_the_same_fields(client):
+    served = client.get("/models").json()["models"]
+    documented = client.get("/docs.json").json()["components"]["schemas"]["ModelOut"]
+    assert "latent_code" in documented["properties"]
+    for model in served:
+        assert set(model) == set(documented["properties"]), model["name"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [("POST", "/models", "GET"), ("GET", "/generate", "POST"), ("PUT", "/style_mix", "POST")],
+)
+def test_a_method_a_route_does_not_take_is_405_in_the_error_shape(client, method, path, allowed):
+    r = client.request(method, path)
+    assert r.status_code == 405
+    assert r.headers["content-type"] == "application/json"
+    body = r.json()
+    ErrorBody.model_validate(body)
+    assert body["field"] == "method"
+    assert method in body["error"] and path in body["error"] and allowed in body["error"]
+    assert allowed in r.headers["allow"]

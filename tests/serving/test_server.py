@@ -147,7 +147,7 @@ def test_concurrent_requests_share_batches_and_keep_their_pixels(server, names):
 
 
 def test_a_real_server_counts_api_requests_in_bentomls_request_metrics(server, names):
-    """The worker's app is the fast path (serving/fastpath.py); its requests still reach /metrics.
+    """The API routes go through BentoML's middleware chain: their requests reach /metrics.
     (Before the tests below: their short-lived servers share the test run's Prometheus folder.)"""
 
     def count(text: str, code: int) -> float:

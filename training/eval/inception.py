@@ -26,7 +26,7 @@ from torchvision.models import inception as tv
 
 from training.eval.classifier import sha256_file
 from training.eval.errors import ExtractorError
-from training.eval.features import Extractor
+from training.eval.extractor import Extractor
 
 log = logging.getLogger(__name__)
 
