@@ -19,6 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
+from export.import_cli import add_parser as add_import_parser
+from export.import_cli import signature as import_signature
 from gancore.cliutil import add_common_args, configure_logging, progress_enabled
 from gancore.errors import ExportError
 from training.errors import UserError
@@ -124,8 +126,6 @@ def command_parser() -> argparse.ArgumentParser:
     s.add_argument("bundle")
     s.add_argument("--name", help="model name in the store (default: the bundle name)")
     sub.add_parser("list", help="ganforge bundles in the BentoML model store")
-    from export.import_cli import add_parser as add_import_parser
-
     add_import_parser(sub, _gate_options)
     for sp in sub.choices.values():
         add_common_args(sp, nested=True)
@@ -232,8 +232,6 @@ def run_export(args) -> int:
 
 def run_command(args) -> int:
     if args.command == "import":
-        from export.import_cli import run_import
-
         return run_import(args)
     if args.command == "gate":
         if args.ref is None:
@@ -275,3 +273,47 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def run_import(args) -> int:
+    """``gan-export import``: an external generator -> a bundle (export/import_bundle.py)."""
+    from export.import_bundle import import_generator
+
+    _check_gate_request(args)
+    sig = import_signature(args)
+    preflight = None
+    if args.gate:
+        from export.gate import preflight as gate_preflight
+
+        def preflight(resolution: int) -> None:
+            gate_preflight(args.ref, None, resolution, _rules(args), args.num,
+                           classifier=args.classifier, data_root=args.data_root)  # fmt: skip
+
+    out = import_generator(
+        args.generator,
+        args.out,
+        discriminator=args.discriminator,
+        signature=sig,
+        formats=args.formats,
+        name=args.name,
+        calibration_n=args.calibration_n,
+        overwrite=args.overwrite,
+        progress=log.info,
+        before_writing=preflight,
+    )
+    m = json.loads((out / "manifest.json").read_text())
+    has_d = m["graphs"].get("discriminator") is not None
+    print(
+        f"wrote {m['kind']} bundle {out} from {Path(args.generator).name} "
+        f"({m['image']['resolution']}x{m['image']['resolution']}x{m['image']['channels']}, "
+        f"latent {m['latent_dim']}; {', '.join(m['formats'])}; parity max |diff| "
+        f"{m['parity']['max_abs_diff']:.2g} at batches 1/7/64"
+        + ("" if has_d else "; no discriminator: no filters")
+        + ")"
+    )
+    if args.gate:
+        if not has_d and not args.no_filters:
+            log.info("gate: no discriminator, so the gate measures the raw generator only")
+            args.no_filters = True
+        return _gate(out, args)
+    return 0

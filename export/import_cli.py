@@ -10,9 +10,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from pathlib import Path
 
 from gancore.errors import ExportError
 
@@ -72,47 +70,3 @@ def signature(args):
         value_range=parse_range(args.range) if args.range else (-1.0, 1.0),
         layout=args.layout or "nchw",
     )
-
-
-def run_import(args) -> int:
-    from export import cli
-    from export.importer import import_generator
-
-    cli._check_gate_request(args)
-    sig = signature(args)
-    preflight = None
-    if args.gate:
-        from export.gate import preflight as gate_preflight
-
-        def preflight(resolution: int) -> None:
-            gate_preflight(args.ref, None, resolution, cli._rules(args), args.num,
-                           classifier=args.classifier, data_root=args.data_root)  # fmt: skip
-
-    out = import_generator(
-        args.generator,
-        args.out,
-        discriminator=args.discriminator,
-        signature=sig,
-        formats=args.formats,
-        name=args.name,
-        calibration_n=args.calibration_n,
-        overwrite=args.overwrite,
-        progress=log.info,
-        before_writing=preflight,
-    )
-    m = json.loads((out / "manifest.json").read_text())
-    has_d = m["graphs"].get("discriminator") is not None
-    print(
-        f"wrote {m['kind']} bundle {out} from {Path(args.generator).name} "
-        f"({m['image']['resolution']}x{m['image']['resolution']}x{m['image']['channels']}, "
-        f"latent {m['latent_dim']}; {', '.join(m['formats'])}; parity max |diff| "
-        f"{m['parity']['max_abs_diff']:.2g} at batches 1/7/64"
-        + ("" if has_d else "; no discriminator: no filters")
-        + ")"
-    )
-    if args.gate:
-        if not has_d and not args.no_filters:
-            log.info("gate: no discriminator, so the gate measures the raw generator only")
-            args.no_filters = True
-        return cli._gate(out, args)
-    return 0

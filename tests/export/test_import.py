@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from export.cli import main as export_main
-from export.importer import Signature, import_generator
+from export.import_bundle import import_generator
+from export.importer import Signature
 from gancore import sampling
 from gancore.bundle import load, sha256_file
 from gancore.errors import BundleError, ExportError
@@ -276,12 +277,12 @@ def test_files_that_are_not_what_their_extension_says_are_refused(tutorial, tmp_
 
 
 def test_nothing_is_written_when_writing_fails(tutorial, tmp_path, monkeypatch):
-    from export import importer
+    from export import import_bundle
 
     def boom(*a, **k):
         raise ExportError("calibration exploded")
 
-    monkeypatch.setattr(importer, "_calibrate", boom)
+    monkeypatch.setattr(import_bundle, "_calibrate", boom)
     with pytest.raises(ExportError, match="exploded"), one_torch_thread():
         import_generator(tutorial["netG"], tmp_path / "b", tutorial["netD"], formats="onnx",
                          calibration_n=100)  # fmt: skip
