@@ -307,6 +307,8 @@ class Bundle:
                 self._graphs[g] = graph
             else:
                 self._graphs[g] = _TorchScriptGraph(self.path / file, tdev)
+        # False for a generator imported without its discriminator: no scores, no filters
+        self.scored: bool = "discriminator" in self._graphs
         self.providers: list[str] = next(iter(self._graphs.values())).providers
         self.provider: str = self.providers[0]
         if device == "cuda" and backend == "onnx" and self.provider != "CUDAExecutionProvider":
@@ -403,8 +405,8 @@ class Bundle:
             lab = self._labels(labels, z.shape[0])
             if not self.fused:
                 images = self.generator(z, labels)
-                if "discriminator" not in self._graphs:  # logit 0, "undecided": top_k keeps
-                    return images, np.zeros(len(images), np.float32)  # the seeds' order
+                if not self.scored:  # imported without a discriminator: no score to give
+                    return images, np.full(len(images), np.nan, np.float32)
                 return images, self.discriminator(images, labels)
             out = self._graphs["render"].outputs(z, *lab)
         images = np.asarray(out["image"], np.float32)

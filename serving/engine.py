@@ -49,6 +49,7 @@ class ModelInfo:
     path: str = ""
     fused: bool = False
     latent_code: int = 0  # values of the categorical code read from z (0: none)
+    scored: bool = True  # has a discriminator (an imported generator may not): filters, scores
 
     @property
     def num_classes(self) -> int:
@@ -86,6 +87,7 @@ class ModelInfo:
             path=str(bundle.path),
             fused=bool(getattr(bundle, "fused", False)),
             latent_code=int(getattr(bundle, "latent_code", 0) or 0),
+            scored=bool(getattr(bundle, "scored", True)),
         )
 
 

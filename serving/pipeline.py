@@ -47,7 +47,8 @@ class Images:
             if meta.get("blank"):
                 continue
             data = base64.b64encode(encode(pic, fmt, quality)).decode("ascii")
-            out.append({**meta, "score": round(float(score), 6), "data": data})
+            score = round(float(score), 6) if np.isfinite(score) else None  # no discriminator
+            out.append({**meta, "score": score, "data": data})
         return {
             "model": self.model.name,
             "kind": self.model.kind,
@@ -229,6 +230,13 @@ class Pipeline:
             "filter.oversample",
             "images to generate",
         )
+        if filter_method != "none" and not info.scored:
+            raise ClientError(
+                f"model {info.name!r} has no discriminator, so its images cannot be filtered: "
+                "use 'none'",
+                status=422,
+                field="filter.method",
+            )
         if filter_method == "drs" and not info.drs_ready:
             raise ClientError(
                 f"model {info.name!r} has no DRS calibration in its bundle: use 'none' or 'top_k'",

@@ -108,7 +108,9 @@ class ImageOut(BaseModel):
     seed: int | None = Field(description="null for interpolation steps")
     class_: ClassOut | None = Field(alias="class")
     style: StyleOut | None
-    score: float = Field(description="the discriminator's logit for this image")
+    score: float | None = Field(
+        description="the discriminator's logit for this image (null: the model has none)"
+    )
     data: str = Field(description="the encoded image, base64 (see format / media_type)")
 
 
@@ -186,7 +188,9 @@ class ModelOut(BaseModel):
             gate=GateOut.model_validate(info.gate),
             ungated=info.ungated,
             fused_render=info.fused,
-            filters=["none", "top_k"] + (["drs"] if info.drs_ready else []),
+            filters=["none"]
+            + (["top_k"] if info.scored else [])
+            + (["drs"] if info.scored and info.drs_ready else []),
             latent_code=info.latent_code or None,
             num_ws=info.num_ws if stylegan else None,
             w_dim=info.w_dim if stylegan else None,

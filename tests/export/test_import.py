@@ -179,7 +179,7 @@ def test_generator_only_bundle_loads_and_says_why_it_cannot_filter(tutorial_g_on
     with pytest.raises(BundleError, match="no discriminator.*--discriminator"):
         b.discriminator(np.zeros((1, NC, 64, 64), np.float32))
     images, scores = b.render(sampling.z_from_seeds([1, 2], NZ))
-    assert images.shape == (2, NC, 64, 64) and (scores == 0).all()  # undecided, not made up
+    assert images.shape == (2, NC, 64, 64) and np.isnan(scores).all() and not b.scored
 
 
 def test_generator_only_bundle_is_served(tutorial_g_only):
@@ -193,8 +193,15 @@ def test_generator_only_bundle_is_served(tutorial_g_only):
         want = to_uint8(sampling.generate(load(tutorial_g_only, require_gate=False), [5, 9]))
         for img, pix in zip(r.json()["images"], want):
             np.testing.assert_array_equal(png_pixels(img["data"]), pix)
+        assert [img["score"] for img in r.json()["images"]] == [None, None]  # none to give
         models = {m["name"]: m for m in client.get("/models").json()["models"]}
-        assert "drs" not in models["tutorial-g"]["filters"]  # no discriminator, no calibration
+        assert models["tutorial-g"]["filters"] == ["none"]  # no discriminator, no filters
+        for method in ("top_k", "drs"):
+            body = {"model": "tutorial-g", "n": 2, "filter": {"method": method}}
+            r = client.post("/generate", json=body)
+            assert r.status_code == 422, r.text
+            assert "no discriminator" in r.text and "filter.method" in r.text
+        assert client.post("/generate", json={"model": "tutorial-g", "n": 1}).status_code == 200
 
 
 def test_tutorial_bundle_is_served_with_its_filters(tutorial_bundle):
