@@ -1,8 +1,10 @@
-"""ASGI middleware for the public service: API-key auth and a request-body size limit.
+"""ASGI middleware for the public service: API-key auth, a request-body size limit, and the
+error body for unknown paths.
 
 BentoML has no body limit of its own, and its handlers read the whole body before validating, so
-the limit is enforced here, before any handler runs. Both answer with the API's error body
-(serving/errors.py). They are added once, with ``add_asgi_middleware`` (serving/service.py), so
+the limit is enforced here, before any handler runs. BentoML's router answers an unknown path with
+a plain-text 404; :class:`NotFoundMiddleware` gives it the API's error body. All answer with
+serving/errors.py's body. They are added once, with ``add_asgi_middleware`` (serving/service.py), so
 they run inside BentoML's chain for every route.
 """
 
@@ -11,7 +13,10 @@ from __future__ import annotations
 import hmac
 
 from serving.errors import ErrorResponse
-from serving.routes import OPEN_PATHS  # the probes and the playground's files (no data in them)
+from serving.routes import (
+    OPEN_PATHS,  # the probes and the playground's files (no data in them)
+    ROUTES,
+)
 
 
 class ApiKeyMiddleware:
@@ -101,3 +106,33 @@ def _replay(original, chunks: list[bytes], first: dict | None):
         return await original()
 
     return receive
+
+
+class NotFoundMiddleware:
+    """A 404 that BentoML's router answers in plain text (a path nobody serves) becomes the API's
+    JSON error naming the path and the routes there are. JSON 404s (an unknown model) pass."""
+
+    def __init__(self, app):
+        self.app = app
+        self.paths = ", ".join(sorted({r.path for r in ROUTES if r.documented}))
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        swallowed = False
+
+        async def send_or_replace(message):
+            nonlocal swallowed
+            if message["type"] == "http.response.start" and message["status"] == 404:
+                ctype = dict(message.get("headers") or []).get(b"content-type", b"")
+                swallowed = ctype.startswith(b"text/plain")
+            if not swallowed:
+                return await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                path = scope.get("path", "")
+                reply = ErrorResponse(
+                    404, f"no route {path!r}: the routes are {self.paths}", "path"
+                )
+                await reply(scope, receive, send)
+
+        await self.app(scope, receive, send_or_replace)

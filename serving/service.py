@@ -25,7 +25,7 @@ from serving import bentoml_fixes, metrics
 from serving.app import APP, alone, bind
 from serving.config import current, worker_device_id
 from serving.engine import Engine
-from serving.middleware import ApiKeyMiddleware, BodyLimitMiddleware
+from serving.middleware import ApiKeyMiddleware, BodyLimitMiddleware, NotFoundMiddleware
 from serving.pipeline import Pipeline
 from serving.registry import NoModels, check_bundles, load_bundles
 from serving.routes import ROUTES
@@ -117,5 +117,6 @@ class GanService:
         bind(self)
 
 
+GanService.add_asgi_middleware(NotFoundMiddleware)
 GanService.add_asgi_middleware(BodyLimitMiddleware)
 GanService.add_asgi_middleware(ApiKeyMiddleware)

@@ -422,3 +422,14 @@ def test_a_method_a_route_does_not_take_is_405_in_the_error_shape(client, method
     assert body["field"] == "method"
     assert method in body["error"] and path in body["error"] and allowed in body["error"]
     assert allowed in r.headers["allow"]
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/nope"), ("POST", "/models/x")])
+def test_a_path_nobody_serves_is_404_in_the_error_shape(client, method, path):
+    r = client.request(method, path)
+    assert r.status_code == 404 and r.headers["content-type"] == "application/json"
+    body = r.json()
+    ErrorBody.model_validate(body)
+    assert body["field"] == "path" and repr(path) in body["error"] and "/generate" in body["error"]
+    r = client.post("/generate", json={"model": "missing"})  # a JSON 404 passes unchanged
+    assert r.status_code == 404 and "missing" in r.json()["error"] and r.json()["field"] == "model"
