@@ -11,6 +11,7 @@ from typing import Any
 
 from training import losses as L
 from training.augment import parse_policy
+from training.budget import check_minutes
 from training.config import MODEL_KINDS, ModelConfig, from_known_keys
 from training.errors import UserError
 
@@ -26,6 +27,7 @@ class TrainConfig:
     seed: int = 0
     kimg: float = 50.0
     epochs: int | None = None  # when set, overrides kimg
+    minutes: float | None = None  # wall-time budget: the run plans kimg itself (training/budget.py)
     batch_size: int = 64
     lr: float = 2e-4  # generator learning rate
     lr_d: float | None = None  # discriminator learning rate (None: same as lr)
@@ -103,6 +105,7 @@ MODEL_FIELDS += ("d_norm", "spectral_norm", "g_cond", "latent_code")
 RESUMABLE_OVERRIDES = {
     "kimg",
     "epochs",
+    "minutes",
     "device",
     "sample_every",
     "ckpt_every",
@@ -118,6 +121,7 @@ def resolve_options(options: dict[str, Any], world: int = 1) -> tuple[TrainConfi
     """Turn user options (None = not given) into a TrainConfig and ModelConfig keyword arguments,
     filling family and loss defaults underneath what the user gave."""
     given = {k: v for k, v in options.items() if v is not None}
+    check_minutes(given.get("minutes"), given.get("kimg"), given.get("epochs"))
     model = given.get("model", "dcgan")
     if model not in MODEL_KINDS:
         raise UserError(f"unknown model {model!r}; choose one of {', '.join(MODEL_KINDS)}")
@@ -150,6 +154,7 @@ def validate_train_config(cfg: TrainConfig, world: int = 1) -> None:
     """Refuse settings that cannot train; ``world`` is the number of processes (torchrun)."""
     L.get_loss(cfg.loss)
     parse_policy(cfg.augment)
+    check_minutes(cfg.minutes, None, None)
     checks = [
         (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
         (cfg.kimg > 0, f"--kimg must be > 0, got {cfg.kimg}"),
