@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--augment",
       help="DiffAugment policies for every image D sees, comma-separated: "
       "color, brightness, saturation, contrast, translation, cutout; none = off")  # fmt: skip
+    a("--ada-target", type=float,
+      help=_d("ADA: augment D's inputs with a probability p steered so that E[sign(D(real))] "
+              "stays near this target (0.6 in the paper); 0 = off", "ada_target"))  # fmt: skip
+    a(
+        "--ada-kimg",
+        type=float,
+        help="ADA: thousands of images for p to go from 0 to 1 (default: a tenth of the run)",
+    )
     a("--xflip", action=argparse.BooleanOptionalAction, default=None,
       help="random left-right flips of D's inputs (off; digits are not mirror-symmetric)")  # fmt: skip
     a("--mode-seeking", type=float,

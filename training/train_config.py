@@ -42,6 +42,8 @@ class TrainConfig:
     instance_noise: float = 0.0  # sigma at step 0, annealed linearly to 0 by the last step
     augment: str = ""  # DiffAugment policies for D's inputs, e.g. "translation,cutout"
     xflip: bool = False  # random left-right flips of D's inputs (off: digits are not symmetric)
+    ada_target: float = 0.0  # ADA: target of E[sign(D(real))] that steers p (0: off; paper 0.6)
+    ada_kimg: float | None = None  # ADA: kimg for p to go 0 -> 1 (None: 1/10 of the run)
     mode_seeking: float = 0.0  # weight of the mode-seeking term in G's loss (MSGAN; 0: off)
     code_weight: float = 0.5  # InfoGAN code loss weight (dcgan --latent-code; digits: 0.5 > 1, 0.3)
     ema_kimg: float = 10.0  # half-life of the EMA generator in thousands of images
@@ -164,6 +166,8 @@ def validate_train_config(cfg: TrainConfig, world: int = 1) -> None:
         (cfg.n_critic >= 1, f"--n-critic must be >= 1, got {cfg.n_critic}"),
         (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
         (cfg.instance_noise >= 0, "--instance-noise must be >= 0"),
+        (0 <= cfg.ada_target < 1, f"--ada-target must be in [0, 1), got {cfg.ada_target}"),
+        (cfg.ada_kimg is None or cfg.ada_kimg > 0, f"--ada-kimg must be > 0, got {cfg.ada_kimg}"),
         (cfg.mode_seeking >= 0, f"--mode-seeking must be >= 0, got {cfg.mode_seeking}"),
         (
             cfg.mode_seeking == 0 or (cfg.batch_size // world) % 2 == 0,

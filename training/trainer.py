@@ -40,7 +40,7 @@ from torch import nn
 from training import budget as B
 from training import distributed, viz
 from training import losses as L
-from training.augment import DiffAugment
+from training.augment import ADA_RUN_FRACTION, AdaptiveAugment, DiffAugment
 from training.checkpoint import (
     CKPT_DIR,
     CONFIG_NAME,
@@ -230,6 +230,7 @@ class Trainer:
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         self.loss = L.get_loss(cfg.loss)
         self.augment = DiffAugment(cfg.augment, cfg.xflip)
+        self.ada = AdaptiveAugment(cfg.ada_target, cfg.ada_kimg or 1.0, cfg.batch_size)
         self.data = BatchStream(
             dataset, cfg.batch_size, cfg.seed, self.device, cfg.num_workers, dist=d
         )
@@ -352,9 +353,15 @@ class Trainer:
             return x
         return x + sigma * self.randn(x.shape[0] * self.dist.world, *x.shape[1:]).to(x.dtype)
 
+    def augmented(self, x: torch.Tensor) -> torch.Tensor:
+        """An image, real or fake, through DiffAugment's fixed policies, then ADA's (when on)."""
+        if self.augment:
+            x = self.augment(x, self.rank_gen)
+        return self.ada(x, self.rank_gen) if self.ada else x
+
     def d_input(self, x: torch.Tensor) -> torch.Tensor:
-        """What D sees of an image, real or fake: augmented (DiffAugment), then instance noise."""
-        return self.noisy(self.augment(x, self.rank_gen) if self.augment else x)
+        """What D sees of an image, real or fake: augmented, then instance noise."""
+        return self.noisy(self.augmented(x))
 
     def d_penalty(self, real, labels, fake, fake_labels) -> tuple[torch.Tensor | None, str]:
         """The discriminator regulariser this run uses at this step (WGAN-GP, lazy R1 or none)."""
@@ -364,7 +371,7 @@ class Trainer:
             return self.cfg.gp_weight * gp, "gp"
         if self.cfg.r1_gamma > 0 and self.step % self.cfg.r1_every == 0:
             # On the images D is trained on (augmented, as StyleGAN2-ADA does).
-            real = (self.augment(real, self.rank_gen) if self.augment else real).detach()
+            real = self.augmented(real).detach()
             real = real.requires_grad_(True)
             r1 = L.r1_penalty(self.D_call(real, labels), real)
             # Lazy regularisation: applied every r1_every steps, scaled up to compensate.
@@ -404,6 +411,8 @@ class Trainer:
             stats[name] = penalty.detach()
         if code_loss is not None:
             stats["loss_code"] = code_loss.detach()
+        if self.ada:  # ADA's overfitting signal r_t
+            stats["D_real_sign"] = real_logits.detach().sign().mean()
         return stats
 
     def g_step(self, fake, fake_labels, z) -> dict[str, torch.Tensor]:
@@ -444,8 +453,16 @@ class Trainer:
         self.step += 1
         self.dist.average_buffers(self.G)
         update_ema(self.G_ema, self.G, self.ema_beta())
-        stats = self.dist.average_stats(stats)
-        return {k: float(v) for k, v in stats.items()}
+        stats = {k: float(v) for k, v in self.dist.average_stats(stats).items()}
+        if self.ada:  # every rank sees the same global mean, so p stays the same everywhere
+            self.ada.speed_kimg = self.cfg.ada_kimg or ADA_RUN_FRACTION * self.run_kimg()
+            self.ada.observe(stats["D_real_sign"])
+            stats["ada_p"] = self.ada.p
+        return stats
+
+    def run_kimg(self) -> float:
+        """The run's planned length in thousands of real images."""
+        return self.total_steps * self.cfg.batch_size * self.cfg.n_critic / 1000
 
     def ema_beta(self) -> float:
         images = self.step * self.cfg.batch_size
@@ -467,6 +484,7 @@ class Trainer:
             "data_position": self.data.position,
             "train_seconds": self.train_seconds,
             "best": dict(self.best) if self.best else None,
+            "ada": {"p": self.ada.p, "signs": list(self.ada._signs)},
         }
 
     def load_state_dict(self, state: dict[str, Any], path: Path) -> None:
@@ -486,6 +504,8 @@ class Trainer:
                 f"{str(e)[:300]})"
             ) from None
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        ada = state.get("ada") or {}
+        self.ada.p, self.ada._signs = float(ada.get("p", 0.0)), list(ada.get("signs", []))
         self.best = state.get("best")
 
     def save(self, wait: bool = True) -> Path:
@@ -632,6 +652,8 @@ class Trainer:
                     self.last_record = record
                     postfix = {"D": f"{means['loss_D']:.3f}", "G": f"{means['loss_G']:.3f}"}
                     postfix["img_s"] = f"{rate:.0f}"
+                    if self.ada:
+                        postfix["p"] = f"{self.ada.p:.2f}"
                     if self.budget is not None:
                         postfix["left"] = B.format_seconds(self.budget.left())
                     bar.set_postfix(postfix)
@@ -803,6 +825,8 @@ class Trainer:
                 parts.append(f"{k} {self.last_record[k]:.3f}")
         if "img_per_s" in self.last_record:
             parts.append(f"{self.last_record['img_per_s']:.0f} img/s")
+        if self.ada:
+            parts.append(f"ADA p {self.ada.p:.2f}")
         if self.budget is not None:
             parts.append(f"{B.format_seconds(self.budget.left())} left")
         return " ".join(parts)

@@ -69,6 +69,8 @@ def folders(tmp_path):
         (["--loss", "lsgan"], ["unknown loss 'lsgan'", "hinge"]),
         (["--device", "cuda"], ["no CUDA device"]),
         (["--kimg", "-1"], ["--kimg must be > 0"]),
+        (["--ada-target", "1.5"], ["--ada-target must be in [0, 1), got 1.5"]),
+        (["--ada-target", "0.6", "--ada-kimg", "0"], ["--ada-kimg must be > 0, got 0"]),
         (["--model", "cgan", "--latent-code", "10"], ["latent_code 10 not allowed", "dcgan"]),
         (["--latent-code", "1"], ["latent_code 1 not allowed", "from 2 to latent_dim (16)"]),
         (["--latent-code", "10", "--code-weight", "-1"], ["--code-weight must be >= 0, got -1"]),
