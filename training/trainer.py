@@ -576,6 +576,8 @@ class Trainer:
             return
         result = self.eval_fn(self.G_ema, self.step)
         self.log({"step": self.step, "kimg": self.kimg(), "eval": result})
+        if "line" in result:  # the figures beside the gate's rules: would more time help?
+            log.info("step %d (%.1f kimg): %s", self.step, self.kimg(), result["line"])
         score = result.get(BEST_KEY)
         if score is None or not math.isfinite(score):
             return

@@ -150,6 +150,10 @@ def test_online_fd_keeps_best_checkpoint(tmp_path):
     assert proc.returncode == 0, proc.stderr
     evals = [r for r in map(json.loads, open(out / "metrics.jsonl")) if "eval" in r]
     assert [r["step"] for r in evals] == [4, 8]
+    # Each evaluation is also a line that sets the figures beside the gate's rules.
+    lines = [x for x in proc.stderr.splitlines() if "FD/floor" in x]
+    assert len(lines) == 2 and lines[0].startswith("step 4 (0.1 kimg): FD/floor "), proc.stderr
+    assert "(gate ≤ 6)" in lines[0] and "recall" in lines[0]
     best = min(evals, key=lambda r: r["eval"]["fd_classifier"])
     from training.checkpoint import load_checkpoint
 
