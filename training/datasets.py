@@ -30,6 +30,8 @@ DATASET_NAMES = ("digits", *TORCHVISION, "folder:PATH", "fake")
 # every reference statistic and every gate sees the same held-out images.
 SPLIT_SEED = 20_240_601
 HELDOUT_FRACTION = 0.2
+# Image folders whose split fits in this many bytes as float32 tensors are decoded once, up front.
+IN_MEMORY_BYTES = 1 << 30
 
 
 class GanDataset(Dataset):
@@ -259,9 +261,14 @@ def _load_folder(path: str, resolution: int, split: str, channels: int | None) -
     labels = np.array(base.targets)
     idx = split_indices(labels, split) if len(base) >= 10 else np.arange(len(base))
     classes = list(base.classes) if len(base.classes) > 1 else []
-    return GanDataset(
+    ds = GanDataset(
         f"folder:{root}", split, resolution, channels, classes, base=base, indices=idx.tolist()
     )
+    if len(ds) * channels * resolution**2 * 4 > IN_MEMORY_BYTES:
+        return ds
+    # Decoded once: a step would otherwise decode and resize every image of its batch again.
+    x, y = ds.as_tensors()
+    return GanDataset(ds.name, split, resolution, channels, classes, tensors=(x, y))
 
 
 def _scan_modes(paths: Sequence[str]) -> set[str]:
