@@ -72,11 +72,13 @@ def check_minutes(minutes: float | None, kimg_given: float | None, epochs_given:
             )
 
 
-def measured_enough(steps: int, seconds: float, budget: TimeBudget) -> bool:
-    """True once the timed steps are enough to plan on (or the budget allows no more)."""
+def measured_enough(steps: int, seconds: float, measuring: float, budget: TimeBudget) -> bool:
+    """True once the timed steps (``seconds`` of steps, ``measuring`` of wall time since the
+    measurement began) are enough to plan on, or the measurement has used its share."""
     if steps >= MEASURE_STEPS and seconds >= MEASURE_SECONDS:
         return True
-    return steps >= 2 and budget.elapsed() >= MEASURE_FRACTION * budget.seconds
+    spent = measuring >= MEASURE_FRACTION * budget.seconds or budget.left() <= 0
+    return steps >= 2 and spent
 
 
 def minimum_seconds(elapsed: float, measuring: float, costs: OutputCosts) -> float:

@@ -724,8 +724,9 @@ class Trainer:
                 return
             step0, seconds0, elapsed0 = self._measure_from
             steps, seconds = self.step - step0, self.train_seconds - seconds0
+            measuring = self.budget.elapsed() - elapsed0
             (done,) = self.dist.broadcast_ints(
-                [B.measured_enough(steps, seconds, self.budget)], self.device
+                [B.measured_enough(steps, seconds, measuring, self.budget)], self.device
             )
             if done:
                 self._make_plan(steps, seconds, self.budget.elapsed() - elapsed0)

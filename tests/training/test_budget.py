@@ -33,6 +33,18 @@ def test_steps_that_fit_pays_for_outputs_and_reserves_the_end():
     assert B.steps_that_fit(100.0, 0.1, costs, no_eval) == int(95 / 0.25)
 
 
+def test_measurement_takes_its_steps_but_at_most_a_tenth_of_the_budget():
+    budget = B.TimeBudget(100.0)  # started now
+    assert not B.measured_enough(5, 1.0, 1.0, budget)
+    assert B.measured_enough(B.MEASURE_STEPS, B.MEASURE_SECONDS, 3.0, budget)
+    assert not B.measured_enough(3, 0.5, 5.0, budget)
+    # Slow steps: a tenth of the budget spent measuring is enough, however long start-up took.
+    assert B.measured_enough(3, 9.0, 10.0, budget)
+    late = B.TimeBudget(100.0, start=time.monotonic() - 60)
+    assert not B.measured_enough(3, 0.5, 5.0, late)
+    assert B.measured_enough(2, 0.1, 0.1, B.TimeBudget(1.0, start=time.monotonic() - 5))
+
+
 def test_plan_intervals_spread_outputs_and_leave_user_choices():
     current = {"sample_every": 100, "ckpt_every": 250, "eval_every": 0}
     planned = B.plan_intervals(5000, current, given={"ckpt_every"})
