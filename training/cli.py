@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from gancore.cliutil import add_common_args, configure_logging
 from training.budget import process_start
@@ -154,6 +155,9 @@ def online_fd(cfg):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A --minutes budget counts from the process start (torch's import included) when this is
+    # the program; called with arguments (from Python), from now.
+    started = process_start() if argv is None else time.monotonic()
     args = build_parser().parse_args(argv)
     configure_logging(args)
     options = vars(args)
@@ -168,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             resume=resume,
             progress=progress,
             make_eval_fn=online_fd,
-            started=process_start(),
+            started=started,
         )
     except UserError as e:
         print(f"error: {_rank_prefix()}{e}", file=sys.stderr)
