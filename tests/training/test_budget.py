@@ -148,3 +148,37 @@ def test_budget_under_torchrun_every_rank_stops_at_the_planned_step(tmp_path):
     assert plan["revisions"] > 0 and f"step {step}/{step} " in proc.stderr
     assert list_checkpoints(out)[-1].name == f"ckpt-{plan['finished']['step']:08d}.pt"
     assert plan["finished"]["wall_seconds"] <= 36 + SLACK
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_budgeted_run_saves_and_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.training.conftest import REPO
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training.cli", "--no-progress", "--out", str(out), *TINY_ARGS,
+         "--minutes", "2"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:  # wait for the plan, then interrupt mid-run
+        config = out / "config.json"
+        if config.is_file() and "plan" in json.loads(config.read_text()):
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted at step" in err and "Traceback" not in err
+    stopped = int(list_checkpoints(out)[-1].stem.split("-")[1])
+    plan = json.loads((out / "config.json").read_text())["plan"]
+    assert "finished" not in plan and stopped < plan["planned_steps"]
+    result = train({"minutes": 0.1}, out, resume=True, progress=False)
+    assert result.step > stopped and list_checkpoints(out)[-1].name == f"ckpt-{result.step:08d}.pt"
