@@ -13,6 +13,7 @@ from export.cli import main as export_main
 from tests.serving.conftest import in_process
 from training.cli import main as train_main
 from training.eval.cli import main as eval_main
+from training.eval.online import OnlineFD
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,6 +55,9 @@ def test_rgb_photo_folder_trains_exports_gates_and_serves(tmp_path, monkeypatch,
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["channels"] == 3 and config["dataset"]["resolution"] == 64
     assert eval_main(["stats", *common, "--split", "heldout", "--out", str(ref)]) == 0
+    # The online evaluation's real sample spans the classes of a folder sorted by class.
+    online = OnlineFD(dataset, 64, n=16)
+    assert set(online.real.labels.tolist()) == {0, 1} and len(online.real.features) == 16
     loose = ["--max-fd-ratio", "1e9", "--min-precision", "0", "--min-recall", "0"]
     rc = export_main([str(run), "--out", str(bundle), "--gate", "--ref", str(ref), *loose,
                       "-n", "64", "--no-filters"])  # fmt: skip

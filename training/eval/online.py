@@ -56,10 +56,14 @@ class OnlineFD:
             train_if_missing=train_if_missing,
             data_root=data_root,
         )
-        # n real features are kept for precision and recall, as the gate keeps its reference's.
         self.ref = reference_stats(
-            self.extractor, dataset_name, resolution, ref_split, data_root=data_root, keep=n
+            self.extractor, dataset_name, resolution, ref_split, data_root=data_root, keep=0
         )
+        # Precision and recall compare with a seeded sample of n real images of the split: the
+        # first n would be one or two classes of a folder, which is sorted by class.
+        self.real = reference_stats(self.extractor, dataset_name, resolution, ref_split,
+                                    n=min(n, self.ref.n), seed=seed, data_root=data_root,
+                                    keep=n)  # fmt: skip
         self.floor = real_floor(self.extractor, self.ref, n, data_root)
         self.rules = rules if rules is not None else default_gate_rules()
         self.n, self.batch, self.seed = n, batch, seed
@@ -95,6 +99,8 @@ class OnlineFD:
                 extractor=self.extractor,
                 seed=0,
                 keep=self.n,
+                real_features=self.real.features,
+                real_labels=self.real.labels,
                 kid_subsets=1,  # KID is not shown here; one subset keeps the cost down
             )
         fd = res["fd"]
