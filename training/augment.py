@@ -122,3 +122,49 @@ class DiffAugment:
         for op in self.ops:
             x = op(x, gen)
         return x.contiguous()
+
+
+# --- adaptive augmentation (ADA, Karras et al. 2020) ----------------------------------------------
+# The ops ADA may apply, each to each image with probability p: the DiffAugment ops above. With
+# p < 1 every image also reaches D unaugmented with probability (1 - p)^k, so the augmented
+# distribution still determines the clean one and G has no reason to draw augmented images (the
+# "non-leaking" condition; the paper measured leaks only from p ~ 0.8 on).
+ADA_OPS: tuple[Op, ...] = (translation, brightness, saturation, contrast, cutout)
+ADA_INTERVAL = 4  # steps between adjustments of p (the paper's 4 minibatches)
+# Without --ada-kimg, p can go from 0 to 1 within this fraction of the run's images (the paper:
+# 500 kimg, 2% of its 25,000-kimg runs; short runs need p to move within the run).
+ADA_RUN_FRACTION = 0.1
+
+
+class AdaptiveAugment:
+    """ADA: each op of ADA_OPS applied to each image with probability ``p``, which is steered
+    by D's overfitting signal r_t = E[sign(D(real))] towards ``target`` (the paper: 0.6).
+
+    ``observe(rt)`` takes one step's mean sign (averaged over ranks); every ADA_INTERVAL steps
+    p moves by ``sign(mean r_t - target) * images / (speed_kimg * 1000)``, clamped to [0, 1]."""
+
+    def __init__(self, target: float, speed_kimg: float, batch_size: int, p: float = 0.0):
+        self.target, self.speed_kimg, self.batch_size = target, speed_kimg, batch_size
+        self.p = p
+        self._signs: list[float] = []
+
+    def __bool__(self) -> bool:
+        return self.target > 0
+
+    def observe(self, rt: float) -> None:
+        self._signs.append(rt)
+        if len(self._signs) < ADA_INTERVAL:
+            return
+        mean = sum(self._signs) / len(self._signs)
+        step = len(self._signs) * self.batch_size / (self.speed_kimg * 1000)
+        direction = (mean > self.target) - (mean < self.target)
+        self.p = min(1.0, max(0.0, self.p + direction * step))
+        self._signs = []
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        if self.p <= 0:
+            return x
+        for op in ADA_OPS:
+            apply = _rand(x, gen, x.shape[0], 1, 1, 1) < self.p
+            x = torch.where(apply, op(x, gen), x)
+        return x.contiguous()

@@ -2,6 +2,8 @@
 
     gan-train --model cgan --dataset digits --resolution 32 --kimg 50 --out runs/cgan-digits
     gan-train --out runs/cgan-digits --resume --kimg 100     # continue (and extend) that run
+    gan-train --model dcgan --dataset folder:photos --minutes 10 --out runs/photos  # a budget
+    gan-train --out runs/photos --resume --minutes 5         # five minutes more
     torchrun --standalone --nproc_per_node 2 -m training.cli --batch-size 64 ...  # 2 processes
 
 User mistakes print ``error: ...`` on stderr and exit with status 2, without a traceback.
@@ -12,8 +14,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from gancore.cliutil import add_common_args, configure_logging
+from training.budget import process_start
 from training.distributed import PeerLost
 from training.errors import UserError
 from training.train_config import describe_default
@@ -33,6 +37,15 @@ trains on its slice of each global batch; --batch-size is the global batch (a mu
 def _d(text: str, name: str) -> str:
     """Help text followed by the option's default, read from the config dataclasses."""
     return f"{text} ({describe_default(name)})"
+
+
+def _minutes(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--minutes {text!r} is not a number; give minutes of wall time > 0, e.g. 10"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seed", type=int, help=_d("seed for init, data order and latents", "seed"))
     a("--kimg", type=float, help=_d("training length in thousands of real images", "kimg"))
     a("--epochs", type=int, help="training length in epochs (overrides --kimg)")
+    a("--minutes", type=_minutes,
+      help="wall-time budget instead of --kimg/--epochs: the run measures its speed, plans its "
+      "length and output intervals, and stops in time with a final checkpoint; with --resume, "
+      "adds this many minutes")  # fmt: skip
     a("--batch-size", type=int,
       help=_d("global batch: under torchrun each of N processes takes 1/N", "batch_size"))  # fmt: skip
     a("--lr", type=float, help=_d("generator learning rate", "lr"))
@@ -74,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--augment",
       help="DiffAugment policies for every image D sees, comma-separated: "
       "color, brightness, saturation, contrast, translation, cutout; none = off")  # fmt: skip
+    a("--ada-target", type=float,
+      help=_d("ADA: augment D's inputs with a probability p steered so that E[sign(D(real))] "
+              "stays near this target (0.6 in the paper); 0 = off", "ada_target"))  # fmt: skip
+    a(
+        "--ada-kimg",
+        type=float,
+        help="ADA: thousands of images for p to go from 0 to 1 (default: a tenth of the run)",
+    )
     a("--xflip", action=argparse.BooleanOptionalAction, default=None,
       help="random left-right flips of D's inputs (off; digits are not mirror-symmetric)")  # fmt: skip
     a("--mode-seeking", type=float,
@@ -130,6 +155,9 @@ def online_fd(cfg):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A --minutes budget counts from the process start (torch's import included) when this is
+    # the program; called with arguments (from Python), from now.
+    started = process_start() if argv is None else time.monotonic()
     args = build_parser().parse_args(argv)
     configure_logging(args)
     options = vars(args)
@@ -138,7 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from training.trainer import train
 
-        result = train(options, out, resume=resume, progress=progress, make_eval_fn=online_fd)
+        result = train(
+            options,
+            out,
+            resume=resume,
+            progress=progress,
+            make_eval_fn=online_fd,
+            started=started,
+        )
     except UserError as e:
         print(f"error: {_rank_prefix()}{e}", file=sys.stderr)
         return 2

@@ -1,9 +1,18 @@
 """Datasets for ``--dataset``: the embedded ``digits`` default, torchvision datasets, image
 folders and FakeData. Every dataset yields ``(image [C, R, R] float32 in [-1, 1], label int64)``
-and has a fixed held-out split that every metric uses."""
+and has a fixed held-out split that every metric uses.
+
+Image folders may mix sizes and modes. One rule turns each file into a training image
+(:func:`_to_model_space`): transparency is composited on white; the folder is greyscale when
+every file is (PIL modes 1, L, LA; palette files count as colour), else RGB; each image is
+centre-cropped to a square on its shorter side and resized to the resolution with an
+antialiased bilinear filter. Files this rule cannot honestly convert (16-bit or
+floating-point pixels) or cannot read are refused, named.
+"""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +30,8 @@ DATASET_NAMES = ("digits", *TORCHVISION, "folder:PATH", "fake")
 # every reference statistic and every gate sees the same held-out images.
 SPLIT_SEED = 20_240_601
 HELDOUT_FRACTION = 0.2
+# Image folders whose split fits in this many bytes as float32 tensors are decoded once, up front.
+IN_MEMORY_BYTES = 1 << 30
 
 
 class GanDataset(Dataset):
@@ -82,14 +93,37 @@ class GanDataset(Dataset):
         }
 
 
+GREY_MODES = ("1", "L", "LA")
+# Pixels that do not fit 8 bits: converting them to L/RGB clips, so they are refused instead.
+UNSUPPORTED_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def _flatten(img):
+    """A PIL image with any transparency composited on white (RGBA emoji, LA, palette+alpha)."""
+    from PIL import Image
+
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("LA" if img.mode == "LA" else "RGB")
+    return img
+
+
 def _to_model_space(img, resolution: int, channels: int) -> torch.Tensor:
-    """PIL image or [C,H,W] tensor in [0,1] -> [channels, R, R] in [-1, 1]."""
+    """PIL image or [C,H,W] tensor in [0,1] -> [channels, R, R] in [-1, 1] (the rule in the
+    module docstring: flatten on white, convert, centre-crop to a square, resize)."""
     if not isinstance(img, torch.Tensor):
+        img = _flatten(img)
         arr = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
         img = torch.from_numpy(arr)
         img = img[None] if img.ndim == 2 else img.permute(2, 0, 1)
     if img.shape[0] != channels:
         img = img.mean(0, keepdim=True) if channels == 1 else img.expand(3, -1, -1)
+    h, w = img.shape[-2:]
+    if h != w:  # centre-crop: stretching would change the shapes the model learns
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        img = img[..., top : top + side, left : left + side]
     if img.shape[-1] != resolution or img.shape[-2] != resolution:
         img = F.interpolate(
             img[None],
@@ -136,20 +170,61 @@ def _load_torchvision(name: str, resolution: int, split: str, data_root: str | N
     cls = getattr(torchvision.datasets, TORCHVISION[name])
     root = Path(data_root or Path.home() / ".cache" / "ganforge" / "data")
     train = split == "train"
+    if name != "cifar10":
+        _gunzip_idx_files(root / cls.__name__ / "raw", cls)
     try:
         base = cls(str(root), train=train, download=False)
     except RuntimeError:
         try:
             base = cls(str(root), train=train, download=True)
         except Exception as e:  # offline, DNS failure, HTTP error...
-            folder = root / (cls.__name__ if name != "cifar10" else "cifar-10-batches-py")
             raise UserError(
-                f"dataset {name!r} is not under {folder} and could not be downloaded ({e.__class__.__name__}). "
-                f"Put the {cls.__name__} files there (e.g. {folder}/raw/*-ubyte.gz for MNIST, "
-                "cifar-10-batches-py/ for CIFAR-10) or pass --data-root DIR"
+                f"dataset {name!r} is not under {root} and could not be downloaded "
+                f"({e.__class__.__name__}). Put {_expected_files(root, cls, name)} there, "
+                "or pass --data-root DIR"
             ) from None
     channels = 3 if name == "cifar10" else 1
     return GanDataset(name, split, resolution, channels, list(base.classes), base=base)
+
+
+def _gunzip_idx_files(raw: Path, cls) -> None:
+    """Decompress hand-placed ``*-ubyte.gz`` files beside themselves, as torchvision's downloader
+    does (it reads only the decompressed files); atomically, so an interrupted run leaves none
+    half-written."""
+    import gzip
+
+    for filename, _md5 in cls.resources:
+        packed, plain = raw / filename, raw / filename.removesuffix(".gz")
+        if plain.exists() or not packed.is_file():
+            continue
+        tmp = plain.with_name(f".{plain.name}.tmp")
+        try:
+            with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except (OSError, EOFError) as e:
+            tmp.unlink(missing_ok=True)
+            raise UserError(f"cannot decompress {str(packed)!r}: {e}; is it a gzip file?") from None
+        tmp.replace(plain)
+
+
+def _expected_files(root: Path, cls, name: str) -> str:
+    """The exact files torchvision reads for ``name`` (the message when they are missing)."""
+    if name == "cifar10":
+        return f"{root / 'cifar-10-batches-py'}/ (data_batch_1..5, test_batch, batches.meta) or {root / cls.filename}"
+    raw = root / cls.__name__ / "raw"
+    files = ", ".join(f.removesuffix(".gz") for f, _ in cls.resources)
+    return f"{files} (each may be .gz) in {raw}"
+
+
+def _open_image(path: str):
+    """ImageFolder's loader, keeping the file's mode (its default converts to RGB, which drops
+    alpha and greyscale before the rule sees them)."""
+    from PIL import Image
+
+    with open(path, "rb") as f:
+        img = Image.open(f)
+        img.load()
+        return img
 
 
 def _flat_image_folder(root: str):
@@ -160,7 +235,7 @@ def _flat_image_folder(root: str):
         def find_classes(self, directory):
             return [""], {"": 0}
 
-    return FlatImageFolder(root)
+    return FlatImageFolder(root, loader=_open_image)
 
 
 def _load_folder(path: str, resolution: int, split: str, channels: int | None) -> GanDataset:
@@ -171,7 +246,7 @@ def _load_folder(path: str, resolution: int, split: str, channels: int | None) -
         raise UserError(f"image folder {str(root)!r} does not exist or is not a directory")
     try:
         try:
-            base = torchvision.datasets.ImageFolder(str(root))
+            base = torchvision.datasets.ImageFolder(str(root), loader=_open_image)
         except FileNotFoundError:  # no class subfolders: the images lie in PATH, unlabelled
             base = _flat_image_folder(str(root))
     except (FileNotFoundError, RuntimeError) as e:
@@ -180,19 +255,41 @@ def _load_folder(path: str, resolution: int, split: str, channels: int | None) -
         ) from None
     if len(base) == 0:
         raise UserError(f"image folder {str(root)!r} contains no images")
-    # Probe one image so an unreadable folder fails now, not mid-training.
-    try:
-        first, _ = base[0]
-    except Exception as e:
-        raise UserError(f"cannot read image {base.samples[0][0]!r}: {e}") from None
+    modes = _scan_modes([path for path, _ in base.samples])
     if channels is None:
-        channels = 1 if first.mode in ("L", "1", "I", "I;16") else 3
+        channels = 1 if modes <= set(GREY_MODES) else 3
     labels = np.array(base.targets)
     idx = split_indices(labels, split) if len(base) >= 10 else np.arange(len(base))
     classes = list(base.classes) if len(base.classes) > 1 else []
-    return GanDataset(
+    ds = GanDataset(
         f"folder:{root}", split, resolution, channels, classes, base=base, indices=idx.tolist()
     )
+    if len(ds) * channels * resolution**2 * 4 > IN_MEMORY_BYTES:
+        return ds
+    # Decoded once: a step would otherwise decode and resize every image of its batch again.
+    x, y = ds.as_tensors()
+    return GanDataset(ds.name, split, resolution, channels, classes, tensors=(x, y))
+
+
+def _scan_modes(paths: Sequence[str]) -> set[str]:
+    """The modes of every image (headers only), so that an unreadable or unconvertible file
+    fails now, named, not mid-training."""
+    from PIL import Image
+
+    modes = set()
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                mode = img.mode
+        except Exception as e:
+            raise UserError(f"cannot read image {path!r}: {e}") from None
+        if mode in UNSUPPORTED_MODES:
+            raise UserError(
+                f"image {path!r} has {mode!r} pixels (16-bit or floating point), which convert "
+                "to 8 bits only by clipping; save it as 8-bit greyscale (L) or RGB"
+            )
+        modes.add(mode)
+    return modes
 
 
 def _load_fake(resolution: int, split: str, channels: int | None) -> GanDataset:

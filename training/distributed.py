@@ -107,6 +107,15 @@ class Dist:
             for t in module.state_dict().values():
                 dist.broadcast(t, src=0)
 
+    def broadcast_ints(self, values: list[int], device: torch.device) -> list[int]:
+        """Rank 0's integers on every rank: a decision (a planned length, "stop now") that every
+        rank must take at the same step, whatever its own clock says."""
+        if not self.enabled:
+            return [int(v) for v in values]
+        t = torch.tensor(values, dtype=torch.int64, device=device)
+        dist.broadcast(t, src=0)
+        return [int(v) for v in t.tolist()]
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

@@ -11,6 +11,7 @@ from typing import Any
 
 from training import losses as L
 from training.augment import parse_policy
+from training.budget import check_minutes
 from training.config import MODEL_KINDS, ModelConfig, from_known_keys
 from training.errors import UserError
 
@@ -26,6 +27,7 @@ class TrainConfig:
     seed: int = 0
     kimg: float = 50.0
     epochs: int | None = None  # when set, overrides kimg
+    minutes: float | None = None  # wall-time budget: the run plans kimg itself (training/budget.py)
     batch_size: int = 64
     lr: float = 2e-4  # generator learning rate
     lr_d: float | None = None  # discriminator learning rate (None: same as lr)
@@ -40,6 +42,8 @@ class TrainConfig:
     instance_noise: float = 0.0  # sigma at step 0, annealed linearly to 0 by the last step
     augment: str = ""  # DiffAugment policies for D's inputs, e.g. "translation,cutout"
     xflip: bool = False  # random left-right flips of D's inputs (off: digits are not symmetric)
+    ada_target: float = 0.0  # ADA: target of E[sign(D(real))] that steers p (0: off; paper 0.6)
+    ada_kimg: float | None = None  # ADA: kimg for p to go 0 -> 1 (None: 1/10 of the run)
     mode_seeking: float = 0.0  # weight of the mode-seeking term in G's loss (MSGAN; 0: off)
     code_weight: float = 0.5  # InfoGAN code loss weight (dcgan --latent-code; digits: 0.5 > 1, 0.3)
     ema_kimg: float = 10.0  # half-life of the EMA generator in thousands of images
@@ -103,6 +107,7 @@ MODEL_FIELDS += ("d_norm", "spectral_norm", "g_cond", "latent_code")
 RESUMABLE_OVERRIDES = {
     "kimg",
     "epochs",
+    "minutes",
     "device",
     "sample_every",
     "ckpt_every",
@@ -118,6 +123,7 @@ def resolve_options(options: dict[str, Any], world: int = 1) -> tuple[TrainConfi
     """Turn user options (None = not given) into a TrainConfig and ModelConfig keyword arguments,
     filling family and loss defaults underneath what the user gave."""
     given = {k: v for k, v in options.items() if v is not None}
+    check_minutes(given.get("minutes"), given.get("kimg"), given.get("epochs"))
     model = given.get("model", "dcgan")
     if model not in MODEL_KINDS:
         raise UserError(f"unknown model {model!r}; choose one of {', '.join(MODEL_KINDS)}")
@@ -150,6 +156,7 @@ def validate_train_config(cfg: TrainConfig, world: int = 1) -> None:
     """Refuse settings that cannot train; ``world`` is the number of processes (torchrun)."""
     L.get_loss(cfg.loss)
     parse_policy(cfg.augment)
+    check_minutes(cfg.minutes, None, None)
     checks = [
         (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
         (cfg.kimg > 0, f"--kimg must be > 0, got {cfg.kimg}"),
@@ -159,6 +166,8 @@ def validate_train_config(cfg: TrainConfig, world: int = 1) -> None:
         (cfg.n_critic >= 1, f"--n-critic must be >= 1, got {cfg.n_critic}"),
         (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
         (cfg.instance_noise >= 0, "--instance-noise must be >= 0"),
+        (0 <= cfg.ada_target < 1, f"--ada-target must be in [0, 1), got {cfg.ada_target}"),
+        (cfg.ada_kimg is None or cfg.ada_kimg > 0, f"--ada-kimg must be > 0, got {cfg.ada_kimg}"),
         (cfg.mode_seeking >= 0, f"--mode-seeking must be >= 0, got {cfg.mode_seeking}"),
         (
             cfg.mode_seeking == 0 or (cfg.batch_size // world) % 2 == 0,

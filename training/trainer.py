@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import json
 import logging
 import math
@@ -36,9 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training import budget as B
 from training import distributed, viz
 from training import losses as L
-from training.augment import DiffAugment
+from training.augment import ADA_RUN_FRACTION, AdaptiveAugment, DiffAugment
 from training.checkpoint import (
     CKPT_DIR,
     CONFIG_NAME,
@@ -66,6 +68,7 @@ log = logging.getLogger(__name__)
 EvalFn = Callable[[nn.Module, int], dict[str, Any]]
 BEST_KEY = "fd_classifier"
 METRICS_NAME = "metrics.jsonl"
+UNPLANNED = 10**9  # the length of a --minutes run until its plan is made
 
 
 def pick_device(name: str) -> torch.device:
@@ -206,8 +209,17 @@ class Trainer:
         eval_fn: EvalFn | None = None,
         progress: bool | None = None,
         dist: Dist | None = None,
+        budget: B.TimeBudget | None = None,
+        given: set[str] | frozenset[str] = frozenset(),
     ):
         self.cfg, self.model_cfg, self.dataset = cfg, model_cfg, dataset
+        # --minutes: the length is planned by fit() once the first steps are timed.
+        self.budget = budget if cfg.minutes is not None else None
+        self.given = set(given)  # options the user set (a plan leaves them alone)
+        self.plan: dict[str, Any] | None = None
+        self.costs = B.OutputCosts()
+        self._measure_from: tuple[int, float, float] | None = None  # (step, seconds, elapsed)
+        self._revised_at: list[tuple[int, float]] = []  # (step, train seconds) of revisions
         self.run_dir = Path(run_dir)
         self.eval_fn = eval_fn
         self.progress = progress
@@ -218,6 +230,7 @@ class Trainer:
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         self.loss = L.get_loss(cfg.loss)
         self.augment = DiffAugment(cfg.augment, cfg.xflip)
+        self.ada = AdaptiveAugment(cfg.ada_target, cfg.ada_kimg or 1.0, cfg.batch_size)
         self.data = BatchStream(
             dataset, cfg.batch_size, cfg.seed, self.device, cfg.num_workers, dist=d
         )
@@ -340,9 +353,15 @@ class Trainer:
             return x
         return x + sigma * self.randn(x.shape[0] * self.dist.world, *x.shape[1:]).to(x.dtype)
 
+    def augmented(self, x: torch.Tensor) -> torch.Tensor:
+        """An image, real or fake, through DiffAugment's fixed policies, then ADA's (when on)."""
+        if self.augment:
+            x = self.augment(x, self.rank_gen)
+        return self.ada(x, self.rank_gen) if self.ada else x
+
     def d_input(self, x: torch.Tensor) -> torch.Tensor:
-        """What D sees of an image, real or fake: augmented (DiffAugment), then instance noise."""
-        return self.noisy(self.augment(x, self.rank_gen) if self.augment else x)
+        """What D sees of an image, real or fake: augmented, then instance noise."""
+        return self.noisy(self.augmented(x))
 
     def d_penalty(self, real, labels, fake, fake_labels) -> tuple[torch.Tensor | None, str]:
         """The discriminator regulariser this run uses at this step (WGAN-GP, lazy R1 or none)."""
@@ -352,7 +371,7 @@ class Trainer:
             return self.cfg.gp_weight * gp, "gp"
         if self.cfg.r1_gamma > 0 and self.step % self.cfg.r1_every == 0:
             # On the images D is trained on (augmented, as StyleGAN2-ADA does).
-            real = (self.augment(real, self.rank_gen) if self.augment else real).detach()
+            real = self.augmented(real).detach()
             real = real.requires_grad_(True)
             r1 = L.r1_penalty(self.D_call(real, labels), real)
             # Lazy regularisation: applied every r1_every steps, scaled up to compensate.
@@ -392,6 +411,8 @@ class Trainer:
             stats[name] = penalty.detach()
         if code_loss is not None:
             stats["loss_code"] = code_loss.detach()
+        if self.ada:  # ADA's overfitting signal r_t
+            stats["D_real_sign"] = real_logits.detach().sign().mean()
         return stats
 
     def g_step(self, fake, fake_labels, z) -> dict[str, torch.Tensor]:
@@ -432,8 +453,16 @@ class Trainer:
         self.step += 1
         self.dist.average_buffers(self.G)
         update_ema(self.G_ema, self.G, self.ema_beta())
-        stats = self.dist.average_stats(stats)
-        return {k: float(v) for k, v in stats.items()}
+        stats = {k: float(v) for k, v in self.dist.average_stats(stats).items()}
+        if self.ada:  # every rank sees the same global mean, so p stays the same everywhere
+            self.ada.speed_kimg = self.cfg.ada_kimg or ADA_RUN_FRACTION * self.run_kimg()
+            self.ada.observe(stats["D_real_sign"])
+            stats["ada_p"] = self.ada.p
+        return stats
+
+    def run_kimg(self) -> float:
+        """The run's planned length in thousands of real images."""
+        return self.total_steps * self.cfg.batch_size * self.cfg.n_critic / 1000
 
     def ema_beta(self) -> float:
         images = self.step * self.cfg.batch_size
@@ -455,6 +484,7 @@ class Trainer:
             "data_position": self.data.position,
             "train_seconds": self.train_seconds,
             "best": dict(self.best) if self.best else None,
+            "ada": {"p": self.ada.p, "signs": list(self.ada._signs)},
         }
 
     def load_state_dict(self, state: dict[str, Any], path: Path) -> None:
@@ -474,6 +504,8 @@ class Trainer:
                 f"{str(e)[:300]})"
             ) from None
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        ada = state.get("ada") or {}
+        self.ada.p, self.ada._signs = float(ada.get("p", 0.0)), list(ada.get("signs", []))
         self.best = state.get("best")
 
     def save(self, wait: bool = True) -> Path:
@@ -544,6 +576,8 @@ class Trainer:
             return
         result = self.eval_fn(self.G_ema, self.step)
         self.log({"step": self.step, "kimg": self.kimg(), "eval": result})
+        if "line" in result:  # the figures beside the gate's rules: would more time help?
+            log.info("step %d (%.1f kimg): %s", self.step, self.kimg(), result["line"])
         score = result.get(BEST_KEY)
         if score is None or not math.isfinite(score):
             return
@@ -576,11 +610,13 @@ class Trainer:
         """Train until the configured length (or ``stop_at`` steps, as if interrupted there)."""
         from tqdm import tqdm
 
+        if self.budget is not None:  # nothing ends before the plan is made
+            self.total_steps = self.step + UNPLANNED
         end = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
         tty = sys.stderr.isatty()
         show = (tty if self.progress is None else self.progress) and self.dist.is_main
         bar = tqdm(
-            total=self.total_steps,
+            total=None if self.budget is not None else self.total_steps,
             initial=self.step,
             disable=not show,
             unit="step",
@@ -604,6 +640,9 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + v
                 count += 1
                 bar.update(1)
+                if self.budget is not None:
+                    self.follow_budget(bar)
+                    end = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
                 if self.step % self.cfg.log_every == 0 or self.step == end:
                     now = time.perf_counter()
                     rate = count * self.cfg.batch_size * self.cfg.n_critic / (now - t_log)
@@ -613,20 +652,24 @@ class Trainer:
                     record["train_seconds"] = round(self.train_seconds, 2)
                     self.log(record)
                     self.last_record = record
-                    bar.set_postfix(
-                        D=f"{means['loss_D']:.3f}", G=f"{means['loss_G']:.3f}", img_s=f"{rate:.0f}"
-                    )
+                    postfix = {"D": f"{means['loss_D']:.3f}", "G": f"{means['loss_G']:.3f}"}
+                    postfix["img_s"] = f"{rate:.0f}"
+                    if self.ada:
+                        postfix["p"] = f"{self.ada.p:.2f}"
+                    if self.budget is not None:
+                        postfix["left"] = B.format_seconds(self.budget.left())
+                    bar.set_postfix(postfix)
                     sums, count, t_log = {}, 0, now
                 if self.step % self.cfg.sample_every == 0 or self.step == self.total_steps:
-                    self.write_samples()
+                    self._timed("samples", self.write_samples)
                     if not show and self.dist.is_main:
                         log.info(self._status_line())
                 if self.cfg.eval_every and (
                     self.step % self.cfg.eval_every == 0 or self.step == self.total_steps
                 ):
-                    self.evaluate()
+                    self._timed("evaluation", self.evaluate)
                 if self.step % self.cfg.ckpt_every == 0 or self.step == end:
-                    last_ckpt = self.save()
+                    last_ckpt = self._timed("checkpoint", self.save)
         except KeyboardInterrupt:
             bar.close()
             if self.step > 0:
@@ -645,6 +688,13 @@ class Trainer:
             bar.close()
         if self.step >= self.total_steps and self.dist.is_main:
             self.write_final_figures()
+        if self.plan is not None and self.step >= self.total_steps:
+            self.plan["finished"] = {
+                "step": self.step,
+                "kimg": round(self.kimg(), 3),
+                "wall_seconds": round(self.budget.elapsed(), 1),
+            }
+            self._write_config()
         self.dist.barrier()
         return TrainResult(self.run_dir, self.step, self.total_steps, last_ckpt, self.best)
 
@@ -657,6 +707,120 @@ class Trainer:
             f"summary names the rank that failed); {resume}"
         )
 
+    # --- the time budget (--minutes) ------------------------------------------------------------
+    def _timed(self, cost: str, write: Callable[[], Any]) -> Any:
+        """Run an output (samples, evaluation, checkpoint), keeping its cost for the plan."""
+        t0 = time.perf_counter()
+        result = write()
+        setattr(self.costs, cost, time.perf_counter() - t0)
+        return result
+
+    def follow_budget(self, bar) -> None:
+        """--minutes: plan the length once the first steps are timed, then revise it every
+        ~1% of the run from the latest step time. Rank 0 decides; every rank follows."""
+        if self.plan is None:
+            if self._measure_from is None:  # the first step paid one-off set-up costs
+                self._measure_from = (self.step, self.train_seconds, self.budget.elapsed())
+                return
+            step0, seconds0, elapsed0 = self._measure_from
+            steps, seconds = self.step - step0, self.train_seconds - seconds0
+            measuring = self.budget.elapsed() - elapsed0
+            (done,) = self.dist.broadcast_ints(
+                [B.measured_enough(steps, seconds, measuring, self.budget)], self.device
+            )
+            if done:
+                self._make_plan(steps, seconds, self.budget.elapsed() - elapsed0)
+                bar.total = self.total_steps
+                bar.refresh()
+        elif (self.step - self.plan["start_step"]) % self.plan["revise_every"] == 0:
+            self._revise_plan()
+            bar.total = self.total_steps
+            bar.refresh()
+
+    def _make_plan(self, steps: int, seconds: float, measuring: float) -> None:
+        step_seconds = seconds / steps
+        # What each output costs on this machine, measured now (later ones update it).
+        self._timed("samples", self.write_samples)
+        if self.eval_fn is not None and self.cfg.eval_every:
+            self._timed("evaluation", self.evaluate)
+        self._timed("checkpoint", lambda: torch.save(self.state_dict(), io.BytesIO()))
+        if self.dist.is_main:
+            self._timed("figures", self.write_final_figures)  # rewritten at the end
+        current = {k: getattr(self.cfg, k) for k in B.OUTPUTS_PER_RUN}
+        left = self.budget.left()
+        intervals = B.first_plan_intervals(step_seconds, left, self.costs, current, self.given)
+        more = B.steps_that_fit(left, step_seconds, self.costs, intervals)
+        if left < measuring + self.costs.final():
+            more = -1
+        decided = self.dist.broadcast_ints(
+            [more, *(intervals[k] for k in B.OUTPUTS_PER_RUN)], self.device
+        )
+        if decided[0] < 0:
+            if self.dist.is_main:
+                raise B.too_short(self.cfg.minutes, self.budget.elapsed(), measuring, self.costs)
+            raise UserError(f"--minutes {self.cfg.minutes:g} is too short (rank 0 says how long)")
+        more, intervals = decided[0], dict(zip(B.OUTPUTS_PER_RUN, decided[1:]))
+        for k, v in intervals.items():
+            setattr(self.cfg, k, v)
+        self._set_length(self.step + more)
+        self.plan = {
+            "minutes": self.cfg.minutes,
+            "start_step": self.step,
+            "measured": {
+                "steps": steps,
+                "step_seconds": round(step_seconds, 5),
+                "img_per_s": round(self.cfg.batch_size * self.cfg.n_critic / step_seconds, 1),
+                "samples_seconds": round(self.costs.samples, 3),
+                "checkpoint_seconds": round(self.costs.checkpoint, 3),
+                "evaluation_seconds": round(self.costs.evaluation, 3),
+                "figures_seconds": round(self.costs.figures, 3),
+                "seconds_before_plan": round(self.budget.elapsed(), 2),
+            },
+            "planned_steps": self.total_steps,
+            "planned_kimg": self.cfg.kimg,
+            "intervals": intervals,
+            "revise_every": max(1, more // B.REVISIONS),
+            "revisions": 0,
+        }
+        self._revised_at = [(self.step, self.train_seconds)]
+        self._write_config()
+        if self.dist.is_main:
+            log.info(
+                "--minutes %g: %.1f ms/step measured; planned %d steps (%.1f kimg)",
+                self.cfg.minutes, step_seconds * 1000, self.total_steps, self.cfg.kimg,
+            )  # fmt: skip
+
+    def _revise_plan(self) -> None:
+        # The step time over the last WINDOW_STEPS or more: recent enough to follow a host
+        # that slows down, long enough not to follow one slow step.
+        history = self._revised_at
+        while len(history) > 1 and self.step - history[1][0] >= B.WINDOW_STEPS:
+            history.pop(0)
+        step0, seconds0 = history[0]
+        step_seconds = (self.train_seconds - seconds0) / max(1, self.step - step0)
+        intervals = {k: getattr(self.cfg, k) for k in B.OUTPUTS_PER_RUN}
+        more = B.steps_that_fit(self.budget.left(), step_seconds, self.costs, intervals)
+        (more,) = self.dist.broadcast_ints([more], self.device)
+        self._set_length(self.step + more)
+        history.append((self.step, self.train_seconds))
+        self.plan["revisions"] += 1
+
+    def _set_length(self, total_steps: int) -> None:
+        """The run's length, in steps and (as a resumed run reads it) in kimg."""
+        self.total_steps = total_steps
+        self.cfg.kimg = total_steps * self.cfg.batch_size * self.cfg.n_critic / 1000
+        self.cfg.epochs = None
+
+    def _write_config(self) -> None:
+        """Rewrite config.json with the current train settings and the plan (rank 0)."""
+        if not self.dist.is_main:
+            return
+        path = self.run_dir / CONFIG_NAME
+        config = json.loads(path.read_text())
+        config["train"] = self.cfg.to_dict()
+        config["plan"] = self.plan
+        write_json_atomic(path, config)
+
     def _status_line(self) -> str:
         parts = [f"step {self.step}/{self.total_steps}", f"kimg {self.kimg():.1f}"]
         for k in ("loss_D", "loss_G"):
@@ -664,6 +828,10 @@ class Trainer:
                 parts.append(f"{k} {self.last_record[k]:.3f}")
         if "img_per_s" in self.last_record:
             parts.append(f"{self.last_record['img_per_s']:.0f} img/s")
+        if self.ada:
+            parts.append(f"ADA p {self.ada.p:.2f}")
+        if self.budget is not None:
+            parts.append(f"{B.format_seconds(self.budget.left())} left")
         return " ".join(parts)
 
     def write_final_figures(self) -> None:
@@ -704,19 +872,40 @@ def train(
     progress: bool | None = None,
     stop_at: int | None = None,
     make_eval_fn: Callable[[TrainConfig], EvalFn | None] | None = None,
+    started: float | None = None,
 ) -> TrainResult:
     """Train (or resume) a run in ``out`` from user options (None values = not given).
 
     ``eval_fn(G_ema, step) -> dict`` runs every ``eval_every`` steps (best.pt by its
     "fd_classifier"); or ``make_eval_fn(cfg)`` builds it once the run's config is known.
+    A ``minutes`` budget counts from ``started`` (``time.monotonic()``; default: now).
     Under torchrun every rank calls this; ``--batch-size`` is the global batch."""
     d = distributed.env_world()
+    run = _Run(eval_fn, progress, stop_at, make_eval_fn, started or time.monotonic())
     try:
         if resume:
-            return _resume(d, options, Path(out), eval_fn, progress, stop_at, make_eval_fn)
-        return _new_run(d, options, Path(out), eval_fn, progress, stop_at, make_eval_fn)
+            return _resume(d, options, Path(out), run)
+        return _new_run(d, options, Path(out), run)
     finally:
         distributed.shutdown(d)
+
+
+@dataclass
+class _Run:
+    """How train() was called, beyond the options (passed on to _new_run / _resume)."""
+
+    eval_fn: EvalFn | None
+    progress: bool | None
+    stop_at: int | None
+    make_eval_fn: Callable[[TrainConfig], EvalFn | None] | None
+    started: float
+
+    def trainer(self, cfg, model_cfg, dataset, out, d: Dist, given) -> Trainer:
+        eval_fn = self.eval_fn
+        if eval_fn is None and self.make_eval_fn is not None and d.is_main:
+            eval_fn = self.make_eval_fn(cfg)
+        budget = B.TimeBudget(cfg.minutes * 60, self.started) if cfg.minutes else None
+        return Trainer(cfg, model_cfg, dataset, out, eval_fn, self.progress, d, budget, given)
 
 
 def _start(d: Dist, cfg: TrainConfig) -> None:
@@ -725,7 +914,7 @@ def _start(d: Dist, cfg: TrainConfig) -> None:
     distributed.init(d, distributed.device_for(d, cfg.device) if d.enabled else torch.device("cpu"))
 
 
-def _resume(d, options, out, eval_fn, progress, stop_at, make_eval_fn) -> TrainResult:
+def _resume(d, options, out, run: _Run) -> TrainResult:
     # Every rank reads the run directory (multi-node: it must be on a shared filesystem).
     saved = read_run_config(out) if (out / CONFIG_NAME).is_file() else None
     if saved is None:
@@ -745,35 +934,37 @@ def _resume(d, options, out, eval_fn, progress, stop_at, make_eval_fn) -> TrainR
         )
     for k in RESUMABLE_OVERRIDES & set(given):
         setattr(cfg, k, given[k])
+    B.check_minutes(given.get("minutes"), given.get("kimg"), given.get("epochs"))
     if "kimg" in given and "epochs" not in given:
         cfg.epochs = None
+    if "minutes" not in given:  # a budget is spent once; a plain resume goes to the planned kimg
+        cfg.minutes = None
     validate_train_config(cfg, d.world)
     _start(d, cfg)
     model_cfg = ModelConfig.from_dict(model_d)
     dataset = load_dataset(cfg.dataset, cfg.resolution, "train", cfg.data_root)
-    if eval_fn is None and make_eval_fn is not None and d.is_main:
-        eval_fn = make_eval_fn(cfg)
-    trainer = Trainer(cfg, model_cfg, dataset, out, eval_fn, progress, dist=d)
+    user_set = set(saved.get("given", [])) | set(given)
+    trainer = run.trainer(cfg, model_cfg, dataset, out, d, user_set)
     ckpt = latest_checkpoint(out)
     trainer.load_state_dict(load_checkpoint(ckpt), ckpt)
     d.barrier()  # every rank has read the checkpoint before rank 0 writes anything
     trainer._truncate_metrics()
     if d.is_main:
         config = {**saved, "train": cfg.to_dict(), "distributed": d.describe()}
+        config["given"] = sorted(user_set)
         write_json_atomic(out / CONFIG_NAME, config)
-    return trainer.fit(stop_at)
+    return trainer.fit(run.stop_at)
 
 
-def _new_run(d, options, out, eval_fn, progress, stop_at, make_eval_fn) -> TrainResult:
+def _new_run(d, options, out, run: _Run) -> TrainResult:
     cfg, model_kwargs = resolve_options(options, d.world)
     _start(d, cfg)
     model_cfg, dataset = prepare_run(cfg, model_kwargs, out, d)
-    if eval_fn is None and make_eval_fn is not None and d.is_main:
-        eval_fn = make_eval_fn(cfg)
-    trainer = Trainer(cfg, model_cfg, dataset, out, eval_fn, progress, dist=d)  # data vs batch
+    given = {k for k, v in options.items() if v is not None}
+    trainer = run.trainer(cfg, model_cfg, dataset, out, d, given)  # checks data vs batch
     d.barrier()  # every rank is set up before rank 0 creates the run directory
     if not d.is_main:
-        return trainer.fit(stop_at)
+        return trainer.fit(run.stop_at)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     config = {
@@ -782,10 +973,11 @@ def _new_run(d, options, out, eval_fn, progress, stop_at, make_eval_fn) -> Train
         "dataset": dataset.describe(),
         "distributed": d.describe(),
         "versions": versions(),
+        "given": sorted(given),  # the options the user set; the rest are defaults
     }
     try:
         write_json_atomic(out / CONFIG_NAME, config)
-        return trainer.fit(stop_at)
+        return trainer.fit(run.stop_at)
     except (UserError, KeyboardInterrupt):
         # Nothing half-written: a run that failed before its first checkpoint leaves no folder.
         if created and not any((out / CKPT_DIR).glob("ckpt-*.pt")):

@@ -160,6 +160,7 @@ def plot_losses(metrics_path: Path, out_png: Path) -> Path:
         ax2 = axes[0, 1]
         names = sorted(
             {k for r in evals for k, v in r["eval"].items() if isinstance(v, int | float)}
+            - {"n", "fd_floor"}  # constants of the evaluation, not figures of the model
         )
         for k in names:
             pts = [(r["kimg"], r["eval"][k]) for r in evals if k in r["eval"]]

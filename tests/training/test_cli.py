@@ -69,6 +69,8 @@ def folders(tmp_path):
         (["--loss", "lsgan"], ["unknown loss 'lsgan'", "hinge"]),
         (["--device", "cuda"], ["no CUDA device"]),
         (["--kimg", "-1"], ["--kimg must be > 0"]),
+        (["--ada-target", "1.5"], ["--ada-target must be in [0, 1), got 1.5"]),
+        (["--ada-target", "0.6", "--ada-kimg", "0"], ["--ada-kimg must be > 0, got 0"]),
         (["--model", "cgan", "--latent-code", "10"], ["latent_code 10 not allowed", "dcgan"]),
         (["--latent-code", "1"], ["latent_code 1 not allowed", "from 2 to latent_dim (16)"]),
         (["--latent-code", "10", "--code-weight", "-1"], ["--code-weight must be >= 0, got -1"]),
@@ -148,6 +150,10 @@ def test_online_fd_keeps_best_checkpoint(tmp_path):
     assert proc.returncode == 0, proc.stderr
     evals = [r for r in map(json.loads, open(out / "metrics.jsonl")) if "eval" in r]
     assert [r["step"] for r in evals] == [4, 8]
+    # Each evaluation is also a line that sets the figures beside the gate's rules.
+    lines = [x for x in proc.stderr.splitlines() if "FD/floor" in x]
+    assert len(lines) == 2 and lines[0].startswith("step 4 (0.1 kimg): FD/floor "), proc.stderr
+    assert "(gate ≤ 6)" in lines[0] and "recall" in lines[0]
     best = min(evals, key=lambda r: r["eval"]["fd_classifier"])
     from training.checkpoint import load_checkpoint
 

@@ -74,7 +74,8 @@ def test_run_directory_layout_and_load_run(tmp_path, tiny):
     out = tmp_path / "run"
     train({**tiny, "model": "cgan", "kimg": 0.32, "keep": 2}, out, progress=False)
     config = json.loads((out / "config.json").read_text())
-    assert set(config) == {"model", "train", "dataset", "distributed", "versions"}
+    assert set(config) == {"model", "train", "dataset", "distributed", "versions", "given"}
+    assert config["given"] == sorted({*tiny, "model", "kimg", "keep"})  # the rest are defaults
     assert config["distributed"] == {"world_size": 1}
     assert config["model"]["kind"] == "cgan" and config["model"]["num_classes"] == 10
     assert config["dataset"]["dataset"] == "digits" and config["dataset"]["split"] == "train"

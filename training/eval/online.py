@@ -1,27 +1,40 @@
-"""Small-N FD-classifier during training: ``OnlineFD(...)(G_ema, step) -> {"fd_classifier": x}``.
+"""Small-N evaluation during training, in the gate's terms: ``OnlineFD(...)(G_ema, step)`` returns
+the FD-classifier (best.pt is kept by it), its ratio to the real-vs-real floor, precision, recall
+and for conditional models accuracy and the weakest class's recall, scored by the same functions
+as ``gan-export --gate``, and a ``line`` that sets each figure beside the gate's default rule:
 
-The reference statistics, the classifier and the latents (seeds 0..n-1, export's seed → z rule;
-class ``seed mod K`` for conditional models) are fixed once, so values along a run are comparable
-with each other: the trainer logs them and keeps the best checkpoint by them. At n ≈ 500 the
-value is biased upward against a large-N score; compare it only within the same setting.
+    FD/floor 9.8 (gate ≤ 6), precision 0.71 (≥ 0.6), recall 0.48 (≥ 0.6): the gate would refuse it
+
+The reference statistics, the classifier, the floor and the latents (seeds 0..n-1, export's
+seed → z rule; class ``seed mod K`` for conditional models) are fixed once, so values along a run
+are comparable with each other. At n ≈ 500 FD is biased upward against the gate's N = 5,000 (and
+precision and recall are noisier): a run near a rule's threshold here may pass at the gate.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
 
 from training.eval.features import get_extractor
 from training.eval.fid import frechet_distance
-from training.eval.score import labels_for_seeds, reference_stats, z_from_seeds
+from training.eval.score import (
+    dataset_images,
+    labels_for_seeds,
+    reference_stats,
+    score_images,
+    subset_indices,
+    z_from_seeds,
+)
 from training.eval.stats import FeatureStats
 
 
 class OnlineFD:
-    """Callable ``(G_ema, step) -> {"fd_classifier": float}`` for the training loop's eval_fn."""
+    """Callable ``(G_ema, step) -> dict`` for the training loop's eval_fn (see the module doc)."""
 
     def __init__(
         self,
@@ -34,6 +47,7 @@ class OnlineFD:
         data_root: str | None = None,
         batch: int = 250,
         seed: int = 0,
+        rules=None,
     ):
         self.extractor = get_extractor(
             "classifier",
@@ -45,42 +59,117 @@ class OnlineFD:
         self.ref = reference_stats(
             self.extractor, dataset_name, resolution, ref_split, data_root=data_root, keep=0
         )
+        # Precision and recall compare with a seeded sample of n real images of the split: the
+        # first n would be one or two classes of a folder, which is sorted by class.
+        self.real = reference_stats(self.extractor, dataset_name, resolution, ref_split,
+                                    n=min(n, self.ref.n), seed=seed, data_root=data_root,
+                                    keep=n)  # fmt: skip
+        self.floor = real_floor(self.extractor, self.ref, n, data_root)
+        self.rules = rules if rules is not None else default_gate_rules()
         self.n, self.batch, self.seed = n, batch, seed
         self.resolution = resolution
-        self._z: dict[int, torch.Tensor] = {}
-
-    def _latents(self, latent_dim: int) -> torch.Tensor:
-        if latent_dim not in self._z:
-            seeds = range(self.seed, self.seed + self.n)
-            self._z[latent_dim] = torch.from_numpy(z_from_seeds(seeds, latent_dim))
-        return self._z[latent_dim]
 
     @torch.no_grad()
-    def __call__(self, G: torch.nn.Module, step: int) -> dict[str, float]:
+    def __call__(self, G: torch.nn.Module, step: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         cfg = G.cfg
         was_training = G.training
         G.eval()
         device = next(G.parameters()).device
-        z_all = self._latents(cfg.latent_dim)
-        labels = None
-        if cfg.conditional:
-            labels = torch.from_numpy(
-                labels_for_seeds(range(self.seed, self.seed + self.n), cfg.num_classes)
-            )
-        st = FeatureStats(dim=self.extractor.dim)
+        seeds = range(self.seed, self.seed + self.n)
+        z_all = torch.from_numpy(z_from_seeds(seeds, cfg.latent_dim))
+        labels = labels_for_seeds(seeds, cfg.num_classes) if cfg.conditional else None
+        images = []
         try:
             for i in range(0, self.n, self.batch):
                 z = z_all[i : i + self.batch].to(device)
                 if labels is None:
                     img = G(z)
                 else:
-                    img = G(z, labels[i : i + self.batch].to(device))
-                st.update(self.extractor.features(img.float().cpu()))
+                    img = G(z, torch.from_numpy(labels[i : i + self.batch]).to(device))
+                images.append(img.float().cpu().numpy())
         finally:
             G.train(was_training)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fd = frechet_distance(st.mu, st.sigma, self.ref.mu, self.ref.sigma)
+            res = score_images(
+                images,
+                labels,
+                ref=self.ref,
+                extractor=self.extractor,
+                seed=0,
+                keep=self.n,
+                real_features=self.real.features,
+                real_labels=self.real.labels,
+                kid_subsets=1,  # KID is not shown here; one subset keeps the cost down
+            )
+        fd = res["fd"]
+        out: dict[str, Any] = {
+            "fd_classifier": float(fd) if np.isfinite(fd) else float("inf"),
+            "fd_floor": self.floor,
+            "fd_ratio": fd / self.floor if self.floor > 0 and np.isfinite(fd) else float("inf"),
+            "precision": res.get("precision"),
+            "recall": res.get("recall"),
+            "n": self.n,
+        }
+        if cfg.conditional:
+            out["cond_accuracy"] = res.get("cond_accuracy")
+            out["min_class_recall"] = res.get("min_class_recall")
+        out["line"], out["gate_failing"] = gate_line(out, self.rules, cfg.conditional)
         self.last_seconds = time.perf_counter() - t0
-        return {"fd_classifier": float(fd) if np.isfinite(fd) else float("inf")}
+        return out
+
+
+def default_gate_rules():
+    """The gate's default rules, read from where the gate keeps them."""
+    from export.gate import GateRules
+
+    return GateRules()
+
+
+def real_floor(extractor, ref, n: int, data_root: str | None = None) -> float:
+    """FD of up to ``n`` real images of the split the reference was not made from, against it:
+    the best a generator could score at this N (as the gate's floor)."""
+    from training.datasets import load_dataset
+
+    split = "heldout" if ref.split == "train" else "train"
+    ds = load_dataset(ref.dataset, ref.resolution, split, data_root=data_root)
+    idx = subset_indices(len(ds), min(n, len(ds)), seed=0, what=f"{split} split")
+    st = FeatureStats(dim=extractor.dim)
+    for x, _ in dataset_images(ds, idx):
+        st.update(extractor.features(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(frechet_distance(st.mu, st.sigma, ref.mu, ref.sigma))
+
+
+def gate_line(figures: dict[str, Any], rules, conditional: bool) -> tuple[str, list[str]]:
+    """``FD/floor 9.8 (gate ≤ 6), precision 0.71 (≥ 0.6), ...`` and the names of the rules the
+    figures fail (``rules``: the gate's GateRules)."""
+    parts, failing = [], []
+
+    def rule(label: str, value, op: str, threshold, name: str, digits: int = 2) -> None:
+        if value is None:
+            parts.append(f"{label} not measured")
+            return
+        ok = value <= threshold if op == "≤" else value >= threshold
+        if not ok:
+            failing.append(name)
+        parts.append(
+            f"{label} {value:.{digits}f} ({'gate ' if not parts else ''}{op} {threshold:g})"
+        )
+
+    if rules.max_fd_ratio is not None:
+        rule("FD/floor", figures["fd_ratio"], "≤", rules.max_fd_ratio, "FD", digits=1)
+    else:
+        rule("FD", figures["fd_classifier"], "≤", rules.max_fd, "FD", digits=3)
+    rule("precision", figures.get("precision"), "≥", rules.min_precision, "precision")
+    rule("recall", figures.get("recall"), "≥", rules.min_recall, "recall")
+    if conditional:
+        rule("accuracy", figures.get("cond_accuracy"), "≥", rules.min_cond_accuracy, "accuracy")
+        rule("weakest class recall", figures.get("min_class_recall"), "≥",
+             rules.min_class_recall, "class recall")  # fmt: skip
+    verdict = (
+        f"the gate would refuse it ({', '.join(failing)})" if failing else "within the gate's rules"
+    )
+    return f"{', '.join(parts)}: {verdict}", failing
