@@ -15,11 +15,11 @@ pool. The filters are scored on N/2 selected images, so that top-k's 2 × N/2 ca
 N and DRS needs only a few hundred more: the filters add about 10% to the raw cost. The filters do not
 enter the verdict.
 
-The package: ``rules`` (the thresholds and the verdict), ``pool`` (the candidate pool and the
+The package: the rules (the thresholds and the verdict) live in :mod:`gancore.gate_rules`, ``pool`` (the candidate pool and the
 filters' selections), ``report`` (gate.md and the grids), ``run`` (``run_gate``, ``preflight``).
 """
 
-from export.gate.rules import GateRules, evaluate_rules
 from export.gate.run import DEFAULT_N, preflight, run_gate
+from gancore.gate_rules import GateRules, evaluate_rules
 
 __all__ = ["DEFAULT_N", "GateRules", "evaluate_rules", "preflight", "run_gate"]

@@ -12,10 +12,10 @@ import numpy as np
 import export.gate.pool as P
 from export.gate.pool import QUANTISATION, CandidatePool, drs_pick, topk_pick
 from export.gate.report import GRID_FILE, REPORT_FILE, _grid, write_report
-from export.gate.rules import GateRules, _summary, evaluate_rules
 from gancore import bundle as bundle_mod
 from gancore import images, sampling
 from gancore.errors import ExportError
+from gancore.gate_rules import GateRules, _summary, evaluate_rules
 from training.config import write_json_atomic
 
 DEFAULT_N = 5_000

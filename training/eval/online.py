@@ -121,8 +121,8 @@ class OnlineFD:
 
 
 def default_gate_rules():
-    """The gate's default rules, read from where the gate keeps them."""
-    from export.gate import GateRules
+    """The gate's default rules, read from where the gate keeps them (gancore.gate_rules)."""
+    from gancore.gate_rules import GateRules
 
     return GateRules()
 

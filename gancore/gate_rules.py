@@ -1,4 +1,7 @@
-"""The gate's rules: what a deployable generator must reach, and the verdict from the scores."""
+"""The gate's rules: what a deployable generator must reach, and the verdict from the scores.
+
+Torch-free and in the core because two layers read them: the gate (export/gate/) applies them, and
+training's online evaluation (training/eval/online.py) reports a run's figures against them."""
 
 from __future__ import annotations
 
