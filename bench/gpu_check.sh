@@ -206,7 +206,7 @@ else
         echo "gpu_check: ONNX Runtime's CUDA provider is not usable here (onnxruntime-gpu, 244 MiB, is over the 64 MiB carry limit, or a library is missing: $WORK/cuda.json): gating and serving through TorchScript on CUDA"
 fi
 
-say "3/6 gate ($BACKEND on $DEVICE): the default rules (export.gate.GateRules) on $GATE_N samples"
+say "3/6 gate ($BACKEND on $DEVICE): the default rules (gancore.gate_rules.GateRules) on $GATE_N samples"
 limit 240
 rm -f "$WORK/gate_failed.txt"
 timeout -k 10 "$T" "$PY" - "$BUNDLE" "$WORK/ref.npz" "$GATE_N" "$BACKEND" "$DEVICE" "$WORK/gate_failed.txt" <<'EOF'
@@ -215,7 +215,7 @@ timeout -k 10 "$T" "$PY" - "$BUNDLE" "$WORK/ref.npz" "$GATE_N" "$BACKEND" "$DEVI
 import sys
 from pathlib import Path
 
-from export.errors import ExportError
+from gancore.errors import ExportError
 from export.gate import run_gate
 
 path, ref, n, backend, device, failed_file = sys.argv[1:7]
