@@ -26,12 +26,10 @@ def model_name(name: str) -> str:
 def push(bundle_path: str | Path, name: str | None = None) -> str:
     """Import a bundle with a passing, current gate into the BentoML store; returns the tag."""
     path = Path(bundle_path)
-    manifest = bundle_mod.read_manifest(path)
-    bundle_mod.verify_files(path, manifest)
-    manifest_sha = bundle_mod.sha256_file(path / bundle_mod.MANIFEST)
-    gate, ok, reason = bundle_mod.read_gate(path, manifest_sha)
-    if not ok:
-        raise BundleError(f"refusing to import {str(path)!r} into the BentoML store: {reason}")
+    v = bundle_mod.verify(path)
+    manifest, manifest_sha, gate = v.manifest, v.manifest_sha256, v.gate
+    if not v.deployable:
+        raise BundleError(f"refusing to import {str(path)!r} into the BentoML store: {v.reason}")
     import bentoml
 
     ds = (manifest.get("dataset") or {}).get("dataset") or "unknown"

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,28 @@ def read_gate(path: str | Path, manifest_sha256: str) -> tuple[dict | None, bool
     return gate, True, "gate passed"
 
 
+@dataclass(frozen=True)
+class Verified:
+    """A bundle checked without opening any session: see :func:`verify`."""
+
+    manifest: dict[str, Any]
+    manifest_sha256: str
+    gate: dict | None
+    deployable: bool
+    reason: str
+
+
+def verify(path: str | Path) -> Verified:
+    """The one check every reader of a bundle makes before trusting it: the manifest, every file's
+    sha256, and a gate verdict written for this very manifest. Raises BundleError on a missing or
+    tampered file; an absent, stale or failed gate is ``deployable=False`` with the reason."""
+    manifest = read_manifest(path)
+    verify_files(path, manifest)
+    sha = sha256_file(Path(path) / MANIFEST)
+    gate, deployable, reason = read_gate(path, sha)
+    return Verified(manifest, sha, gate, deployable, reason)
+
+
 class _OrtGraph:
     def __init__(self, file: Path, providers: list, threads: int, spinning: bool):
         import onnxruntime as ort
@@ -237,10 +260,10 @@ class Bundle:
         if device not in DEVICES:
             raise BundleError(f"device {device!r} not supported; use one of {', '.join(DEVICES)}")
         self.path = Path(path)
-        self.manifest = m = read_manifest(self.path)
-        verify_files(self.path, m)
-        self.manifest_sha256 = sha256_file(self.path / MANIFEST)
-        self.gate, self.deployable, self.gate_reason = read_gate(self.path, self.manifest_sha256)
+        v = verify(self.path)
+        self.manifest = m = v.manifest
+        self.manifest_sha256 = v.manifest_sha256
+        self.gate, self.deployable, self.gate_reason = v.gate, v.deployable, v.reason
         if require_gate and not self.deployable:
             raise BundleError(f"bundle {str(self.path)!r} is not deployable: {self.gate_reason}")
 

@@ -116,7 +116,7 @@ def check_bundles(settings: Settings) -> list[str]:
     The public service runs this at start so it refuses to start on the same grounds as the
     engine, without holding a second copy of the graphs in memory.
     """
-    from gancore.bundle import MANIFEST, read_gate, read_manifest, sha256_file, verify_files
+    from gancore.bundle import verify
 
     paths = list(settings.bundles)
     for tag in settings.model_tags:
@@ -129,16 +129,14 @@ def check_bundles(settings: Settings) -> list[str]:
     good = []
     for p in paths:
         try:
-            manifest = read_manifest(p)
-            verify_files(p, manifest)
-            _, deployable, reason = read_gate(p, sha256_file(Path(p) / MANIFEST))
+            v = verify(p)
         except (BundleError, OSError) as exc:
             log.error("refused bundle %s: %s", p, exc)
             continue
-        if deployable or settings.allow_ungated:
+        if v.deployable or settings.allow_ungated:
             good.append(p)
         else:
-            log.error("refused bundle %s: %s", p, reason)
+            log.error("refused bundle %s: %s", p, v.reason)
     if not good:
         raise NoModels(
             f"none of the {len(paths)} configured bundles passes verification (see the lines "

@@ -244,9 +244,9 @@ def test_gate_against_imported_inception_stats(tiny_bundles, tmp_path, monkeypat
     import numpy as np
     import torch
 
+    from gancore.bundle import sha256_file
     from training.datasets import load_dataset
     from training.eval import inception
-    from training.eval.classifier import sha256_file
     from training.eval.cli import main as eval_main
     from training.eval.score import dataset_images, subset_indices
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gancore.bundle import sha256_file
 from training.config import write_json_atomic
 from training.eval.errors import ExtractorError
 from training.threads import torch_threads
@@ -111,14 +112,6 @@ def dataset_slug(dataset: str) -> str:
 
 def default_classifier_path(dataset: str) -> Path:
     return ganforge_home() / "classifiers" / f"{dataset_slug(dataset)}.safetensors"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def to_input(x: torch.Tensor, channels: int, size: int = INPUT_SIZE) -> torch.Tensor:

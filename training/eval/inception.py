@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import inception as tv
 
-from training.eval.classifier import sha256_file
+from gancore.bundle import sha256_file
 from training.eval.errors import ExtractorError
 from training.eval.extractor import Extractor
 

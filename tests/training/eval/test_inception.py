@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.eval.classifier import sha256_file
+from gancore.bundle import sha256_file
 from training.eval.cli import main as eval_main
 from training.eval.errors import ExtractorError
 from training.eval.features import get_extractor
