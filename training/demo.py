@@ -29,54 +29,9 @@ from training.cli import online_fd
 from training.errors import UserError
 from training.trainer import TrainConfig, train
 
-# The demo recipe (README "Quality" has the measurements behind it). Budget: the three train two
-# families at a time on one thread each, in about 6.5 minutes of wall time on these 2 shared
-# cores (fresh-clone demo: StyleGAN-lite 387 s of steps in one worker; cGAN 154 s then DCGAN
-# 230 s in the other; /readyz at 503 s). StyleGAN-lite costs ~5.6x a DCGAN-32 per image (155
-# against 869 img/s there), so it takes one worker alone while the other trains the cGAN then
-# the DCGAN. bf16 autocast on CPU: 1.4x (StyleGAN-lite) to 2.4x (DCGAN) the fp32 speed. The
-# concatenated-label cGAN collapses to one image per class at this size whatever
-# the augmentation or instance noise (recall 0.05-0.09); the mode-seeking term keeps each class
-# diverse; class-conditional BatchNorm conditioned too weakly (accuracy 0.3-0.5). cGAN lr 3.5e-4
-# at 100 kimg (the recipe; 23% less training than lr 2e-4 at 130 kimg, which the StyleGAN-lite's
-# longer training needed): seeds 0 / 1 3.1x / 2.8x, P 0.71 / 0.68, accuracy 0.960 / 0.961,
-# weakest class 0.78 / 0.76, against 2.6x / 2.3x, 0.70 / 0.69, 0.976 / 0.970, 0.69 / 0.74 (both
-# measured without channels_last). R1 on D's real images (every 16 steps) is
-# what first moved the DCGAN: at 60 kimg 4.8x the floor with gamma 0.5 against 10x without
-# (gamma 2: 6.0x), and its FD falls steadily instead of swinging between checkpoints; a wider D,
-# TTUR, hinge + spectral norm, a longer EMA and top-k G updates did not. Without a latent code,
-# scored like the gate, same seed: gamma 0.5 at 100 kimg 3.9x, precision 0.59; gamma 1 at 100 kimg
-# 4.2x, 0.60; at 120 kimg 3.5x, 0.64; at 140 kimg 4.0x, 0.63; batch 128 4.2x, 0.55; DiffAugment
-# translation,cutout 6.7x, 0.49; no instance noise 6.9x, 0.58; at 120 kimg: gamma 2 3.2x, 0.58;
-# lr 3e-4 3.7x, 0.59; latent 32 3.7x, 0.62; EMA half-life uncapped 3.2x, 0.63; resize-convolution
-# G (bilinear x2 + 3x3 conv, not kept) 4.4x, 0.61 (output layer only 3.5x, 0.62); G width 48 4.8x,
-# 0.60; Adam beta1 0 3.5x, 0.64; label smoothing 0.1 4.2x, 0.60; R1 every 4 3.5x, 0.63. Precision
-# stayed at 0.64 at most because an unconditional G maps one Gaussian onto ten separate digits and
-# draws blends between them; an InfoGAN code (10 values read from z, D must recover it) gives each
-# digit its own region of z. At 120 kimg (R1 gamma 1), seeds 0 / 1, FD/floor, P, R: no code 3.46x,
-# 0.636, 0.905 / 4.25x, 0.611, 0.883; 10 values, weight 0.5 (the recipe) 2.72x, 0.775, 0.769 /
-# 2.69x, 0.770, 0.812; weight 1 2.73x, 0.791, 0.783 / 2.86x, 0.776, 0.734; weight 0.3 2.98x,
-# 0.752, 0.764 (seed 0); 16 values, weight 1 2.01x, 0.746, 0.764 / 2.19x, 0.791, 0.706.
-# No online evaluations (eval_every 0): the demo exports the last checkpoint and the gate scores
-# it, and the evaluations (fixed seeds, they do not change the weights) cost ~15 s a family.
-# StyleGAN-lite with the family defaults was refused at 36 kimg (40.5x, precision 0.57, recall
-# 0.33). channels_last: StyleGAN-lite trained 8 kimg in 59 s of steps with it and 85 s without
-# (two processes side by side); in two fresh-clone demos beside the same StyleGAN-lite, the cGAN
-# (130 kimg) trained in 238 s with it and 282 s without, the DCGAN in 216 s and 277 s.
-# StyleGAN-lite, same seed and scoring, 50 kimg unless said: R1 gamma 4 27x (45 kimg), gamma 10
-# 25x, gamma 0.01 69x (36 kimg); the latent code: 15.6x, P 0.69 but recall 0.24 (one image per
-# value); with mode seeking 0.2 10.3x, P 0.52, R 0.65; 0.1 8.0x, 0.65, 0.58; lr 3e-3 with 0.2
-# 7.8x, 0.56, 0.69; lr 3e-3 with 0.1 6.1x, 0.68, 0.64 at 48 kimg and 5.2x, 0.70, 0.69 at 60;
-# lr 4e-3 6.1x, 0.62, 0.67 at 48 and 4.1x, 0.67, 0.73 at 60. A 4x4 transposed-conv G and
-# stride-2 D (1.6x the step speed, not kept) reached the same figures per second of training.
-# After the activation-gain folding (same functions, fewer passes), lr 4e-3 at 64 kimg: mode
-# seeking 0.1 4.8x, 0.69, 0.75 (56 kimg: 5.6x, 0.67, 0.68); 0.05 (the recipe) seed 0 at 56 / 64
-# / 72 / 80 kimg 5.3x / 3.8x / 3.1x / 2.7x, P 0.74 / 0.75 / 0.77 / 0.79, R 0.64 / 0.74 / 0.74 /
-# 0.77 (80 kimg: the first to beat the DCGAN's 0.77); seed 1 at 64 / 72 / 80 kimg 4.0x / 2.9x /
-# 2.6x, P 0.79 / 0.81 / 0.82, R 0.65 / 0.70 / 0.72. StyleGAN-lite has no instance noise, so a
-# longer run is the shorter one continued. cGAN mode seeking 0.15 against 0.2 (seed 0, 100
-# kimg): 2.4x, P 0.74, R 0.83, accuracy 0.968, weakest class 0.74 against 3.1x, 0.68, 0.84,
-# 0.958, 0.73. DCGAN at 100 kimg 3.9x, 0.76, 0.76 (120: 2.6x, 0.77, 0.78).
+# The demo recipe: settings measured on the digits (docs/quality-experiments.md, "The demo
+# recipe's experiment log", has every variant tried). The three train two families at a time on
+# one thread each: StyleGAN-lite alone in one worker, the cGAN then the DCGAN in the other.
 DEMO_OPTIONS: dict[str, dict[str, Any]] = {
     "dcgan": {"resolution": 32, "g_width": 32, "d_width": 32, "kimg": 120, "lr": 5e-4,
               "r1_gamma": 1.0, "precision": "bf16", "channels_last": True, "latent_code": 10,
