@@ -146,6 +146,16 @@ def test_interpolate_animation_walks_through_the_seeds(client, names, bundle_dir
         np.testing.assert_array_equal(g[::2, ::2], np.broadcast_to(w, g[::2, ::2].shape))
 
 
+def test_gan_max_frames_caps_an_animation(bundle_dirs, names):
+    with in_process(serving_env(bundle_dirs.values(), GAN_MAX_FRAMES="8")) as c:
+        assert c.get("/models").json()["limits"]["max_frames"] == 8
+        body = {"model": names["dcgan"], "seeds": [1, 2], "output": "animation", "frames": 7}
+        assert c.post("/interpolate", json=body).status_code == 200  # 7 + the last seed
+        r = c.post("/interpolate", json={**body, "loop": True, "frames": 5})  # 10 frames
+        assert r.status_code == 422 and r.json()["field"] == "frames"
+        assert "10 frames: at most 8 allowed (GAN_MAX_FRAMES)" in r.json()["error"]
+
+
 @pytest.mark.parametrize("fmt", ["gif", "webp"])
 def test_gan_sample_walk_writes_the_servers_frames(client, names, bundle_dirs, tmp_path, fmt):
     from export.sample_cli import main as sample_main
