@@ -11,6 +11,7 @@ in each worker binds itself at start (one service per worker process).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -187,7 +188,7 @@ def check_output(pipe: Pipeline, r: Any) -> None:
         )
 
 
-def respond(endpoint: str, r: Any, result: Images) -> Response:
+async def respond(endpoint: str, r: Any, result: Images) -> Response:
     """The pipeline's images as the response the request asked for."""
     kept = [m for m in result.meta if not m.get("blank")]
     metrics.images_returned(result.model.name, endpoint, len(kept))
@@ -203,7 +204,9 @@ def respond(endpoint: str, r: Any, result: Images) -> Response:
         return error(422, "no image passed the filter; raise filter.oversample", "filter")
     if r.output == "animation":
         fmt = r.animation_format()
-        data = result.to_animation(fmt, r.fps, r.scale)
+        # Hundreds of large frames take seconds to encode: off the event loop, which serves the
+        # worker's other requests and its micro-batcher meanwhile.
+        data = await asyncio.to_thread(result.to_animation, fmt, r.fps, r.scale)
         return Response(data, media_type=ANIMATION_FORMATS[fmt], headers=headers)
     if r.output == "image":
         if len(result.meta) != 1:
@@ -254,7 +257,7 @@ def endpoint(path: str, model: type[BaseModel], run: Run):
         try:
             check_output(pipe, r)
             result = await run(pipe, r)
-            return respond(name, r, result)
+            return await respond(name, r, result)
         except ClientError as exc:
             return error(exc.status, str(exc), exc.field)
         except EngineError as exc:  # logged once by the batcher
