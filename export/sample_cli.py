@@ -3,8 +3,10 @@
     gan-sample bundles/NAME --seeds 0-15,42 --truncation 0.7 [--class 3] --grid out.png
     gan-sample bundles/NAME --seeds 0-7 --outdir out/          # one PNG per seed
     gan-sample bundles/NAME --style-mix --rows 1,2,3 --cols 4,5 --styles 0-3 --grid mix.png
+    gan-sample bundles/NAME --walk 1,5,9 --frames 30 --loop --fps 20 --out walk.webp  # or .gif
 
-The images are the ones the server returns for the same request (same sampling module).
+The images (and a walk's frames) are the ones the server returns for the same request (same
+sampling module).
 """
 
 from __future__ import annotations
@@ -38,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--rows", help="style mixing: row seeds (e.g. 1,2,3)")
     a("--cols", help="style mixing: column seeds (e.g. 4,5)")
     a("--styles", default="coarse", help="style layers from the columns: 0-3 or coarse|middle|fine")
+    a("--walk", help="a latent walk through these seeds (e.g. 1,5,9), written as an animation")
+    a("--frames", type=int, default=sampling.WALK_FRAMES, help="walk: frames per segment")
+    a("--loop", action="store_true", help="walk: go back from the last seed to the first")
+    a("--fps", type=int, default=sampling.WALK_FPS, help="walk: frames per second")
+    a("--space", default="z", help="walk: z (slerp) or w (StyleGAN-lite, lerp)")
+    a("--scale", type=int, default=1, help="walk: integer upscaling of each frame")
+    a("--out", help="walk: the animation to write (.gif or .webp)")
     a("--backend", default="onnx", help="onnx | torchscript")
     a("--device", default="auto", help="auto | cpu | cuda")
     a("--threads", type=int, help="ONNX Runtime intra-op threads")
@@ -67,6 +76,18 @@ def _class_index(text: str | None, b) -> int | None:
 
 
 def _check_args(args) -> None:
+    if args.walk is not None or args.out is not None:
+        if args.walk is None or args.out is None:
+            raise ExportError("a walk needs both --walk SEEDS and --out FILE.gif|FILE.webp")
+        if args.seeds or args.style_mix or args.grid or args.outdir:
+            raise ExportError(
+                "--walk writes only --out: drop --seeds, --style-mix, --grid, --outdir"
+            )
+        if Path(args.out).suffix.lower().lstrip(".") not in images.ANIMATION_FORMATS:
+            raise ExportError(f"--out must be a .gif or .webp file, got {args.out!r}")
+        if args.scale < 1:
+            raise ExportError(f"--scale {args.scale} not allowed: use an integer >= 1")
+        return
     if not args.grid and not args.outdir:
         raise ExportError("say where to write: --grid out.png and/or --outdir DIR")
     if args.grid and not args.grid.lower().endswith(".png"):
@@ -82,6 +103,8 @@ def run(args) -> str:
     _check_args(args)
     from gancore.bundle import load
 
+    if args.walk is not None:
+        return walk(args)
     # Parse the seeds before loading anything heavy.
     seeds = None if args.style_mix else sampling.parse_seeds(args.seeds)
     rows = sampling.parse_seeds(args.rows) if args.style_mix else None
@@ -124,6 +147,31 @@ def run(args) -> str:
     return (
         f"{len(imgs)} images from {b.name} ({b.kind}, {b.backend} on {b.provider}) -> "
         + ", ".join(written)
+    )
+
+
+def walk(args) -> str:
+    """--walk: the server's ``/interpolate`` animation for the same fields, written to --out."""
+    from gancore.bundle import load
+
+    seeds = sampling.check_walk(sampling.parse_seeds(args.walk), args.frames, args.fps, args.loop)
+    b = load(
+        args.bundle,
+        backend=args.backend,
+        device=args.device,
+        require_gate=args.require_gate,
+        threads=args.threads,
+    )
+    c = _class_index(args.class_, b)
+    frames = sampling.walk(
+        b, seeds, args.frames, args.loop, args.space, c, args.truncation, args.fps
+    )
+    fmt = Path(args.out).suffix.lower().lstrip(".")
+    data = images.encode_animation(images.to_uint8(frames), fmt, args.fps, args.scale)
+    images.write_atomic(args.out, data)
+    return (
+        f"a {len(frames)}-frame walk through {len(seeds)} seeds from {b.name} ({b.kind}, "
+        f"{b.backend} on {b.provider}) -> {args.out}"
     )
 
 

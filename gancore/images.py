@@ -70,6 +70,41 @@ def encode(picture: np.ndarray, fmt: str = "png", quality: int = DEFAULT_QUALITY
     return buf.getvalue()
 
 
+ANIMATION_FORMATS = {"gif": "image/gif", "webp": "image/webp"}
+
+
+def encode_animation(
+    pictures: np.ndarray, fmt: str = "gif", fps: int = 12, scale: int = 1
+) -> bytes:
+    """uint8 frames ``[F, H, W, C]`` -> an endlessly looping animation (gif: 256 colours per frame;
+    webp: lossless), each frame upscaled ``scale`` times. The same frames give the same bytes."""
+    if fmt not in ANIMATION_FORMATS:
+        raise ValueError(
+            f"animation format {fmt!r} not supported; use {', '.join(ANIMATION_FORMATS)}"
+        )
+    from PIL import Image
+
+    arr = np.asarray(pictures)
+    if arr.ndim == 4 and arr.shape[3] == 1:
+        arr = arr[..., 0]
+    frames = []
+    for pic in arr:
+        img = Image.fromarray(upscale(pic, scale))
+        frames.append(img.convert("RGB") if fmt == "webp" and img.mode == "L" else img)
+    buf = io.BytesIO()
+    options = {"lossless": True} if fmt == "webp" else {}
+    frames[0].save(
+        buf,
+        format=fmt.upper(),
+        save_all=True,
+        append_images=frames[1:],
+        duration=round(1000 / fps),
+        loop=0,
+        **options,
+    )
+    return buf.getvalue()
+
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
 
@@ -119,9 +154,14 @@ def upscale(picture: np.ndarray, scale: int) -> np.ndarray:
 
 def save_png(path: str | Path, picture: np.ndarray) -> Path:
     """Write PNG bytes atomically (temp file + rename)."""
+    return write_atomic(path, encode_png(picture))
+
+
+def write_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temp file and a rename (no half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(encode_png(picture))
+    tmp.write_bytes(data)
     tmp.replace(path)
     return path

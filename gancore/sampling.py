@@ -377,6 +377,51 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     return (np.sin((1 - t) * omega) / so * a64 + np.sin(t * omega) / so * b64).astype(np.float32)
 
 
+# Latent walks (animations): K >= 2 seeds, ``frames`` per segment, optionally closed into a loop.
+WALK_FRAMES = 16  # default frames per segment
+WALK_FPS = 12  # default frames per second
+MIN_FPS, MAX_FPS = 1, 50  # GIF delays are in 10 ms steps and browsers slow down faster ones
+MAX_WALK_FRAMES = 10_000  # offline (gan-sample); the server has its own, smaller limit
+
+
+def walk_length(n_seeds: int, frames: int, loop: bool) -> int:
+    """Frames in a walk: ``frames`` per segment; an open walk ends on its last seed (one more)."""
+    segments = n_seeds if loop else n_seeds - 1
+    return frames * segments + (0 if loop else 1)
+
+
+def check_walk(seeds: Sequence[int], frames: int, fps: int, loop: bool = False) -> list[int]:
+    """The walk's rules: at least two seeds, at least one frame per segment, ``MIN_FPS..MAX_FPS``,
+    at most ``MAX_WALK_FRAMES`` in all."""
+    seeds = check_seeds(seeds)
+    if len(seeds) < 2:
+        raise ExportError(f"a walk needs at least 2 seeds, got {len(seeds)}: e.g. 1,5,9")
+    if isinstance(frames, bool) or int(frames) != frames or frames < 1:
+        raise ExportError(f"frames {frames!r} not allowed: use an integer >= 1 (per segment)")
+    if isinstance(fps, bool) or int(fps) != fps or not MIN_FPS <= fps <= MAX_FPS:
+        raise ExportError(f"fps {fps!r} not allowed: use an integer in {MIN_FPS}..{MAX_FPS}")
+    total = walk_length(len(seeds), frames, loop)
+    if total > MAX_WALK_FRAMES:
+        raise ExportError(f"a walk of {total} frames is too long: at most {MAX_WALK_FRAMES}")
+    return seeds
+
+
+def walk_path(ends: np.ndarray, frames: int, loop: bool, space: str) -> np.ndarray:
+    """The frames' latents through ``ends`` (one per seed): each segment starts on its seed and
+    takes ``frames`` evenly spaced steps towards the next (slerp in z, lerp in w); a loop goes
+    back to the first seed, an open walk ends on the last one."""
+    k = len(ends)
+    ts = np.arange(frames) / frames
+    path = []
+    for i in range(k if loop else k - 1):
+        a, b = ends[i], ends[(i + 1) % k]
+        for t in ts:
+            path.append(slerp(a, b, t) if space == "z" else (1 - t) * a + t * b)
+    if not loop:
+        path.append(ends[-1])
+    return np.stack(path).astype(np.float32)
+
+
 def _chunks(n: int, size: int):
     for i in range(0, n, size):
         yield slice(i, min(n, i + size))
@@ -472,6 +517,24 @@ async def interpolate_flow(
         payload = lerp_path(ends[0], ends[1], steps)
     else:
         payload = interpolation_z(seed_a, seed_b, steps, info.latent_dim, info.kind, psi)
+        if info.kind == "stylegan":
+            payload = await ws_flow(engine, info, payload, labels, psi)
+    return await engine.render(info, payload, labels)
+
+
+async def walk_flow(
+    engine: Engine, info, seeds: Sequence[int], frames: int, loop: bool, space: str, labels, psi
+):
+    """(images, logits) of a latent walk's frames (see :func:`walk_path`), rendered in one engine
+    call (the engine splits it into batches); ``labels``: one per frame, or None (a walk keeps one
+    class)."""
+    if space == "w":
+        z = z_from_seeds(seeds, info.latent_dim)
+        ends = await ws_flow(engine, info, z, None if labels is None else labels[: len(seeds)], psi)
+        payload = walk_path(ends, frames, loop, "w")
+    else:
+        zpsi = psi if info.kind != "stylegan" else 1.0  # StyleGAN-lite truncates in w
+        payload = walk_path(z_from_seeds(seeds, info.latent_dim, zpsi), frames, loop, "z")
         if info.kind == "stylegan":
             payload = await ws_flow(engine, info, payload, labels, psi)
     return await engine.render(info, payload, labels)
@@ -662,4 +725,28 @@ def interpolate(
         _require_stylegan(bundle, "interpolation in w")
     psi = _check_psi(truncation, bundle.kind)
     flow = interpolate_flow(BundleEngine(bundle), bundle, seed_a, seed_b, steps, space, lab, psi)
+    return run_sync(flow)[0]
+
+
+def walk(
+    bundle,
+    seeds: Sequence[int],
+    frames: int = WALK_FRAMES,
+    loop: bool = False,
+    space: str = "z",
+    label: int | None = None,
+    truncation: float = 1.0,
+    fps: int = WALK_FPS,
+) -> np.ndarray:
+    """The frames ``[F, C, R, R]`` of a latent walk through ``seeds`` (:func:`walk_path`), the
+    first seed's class unless ``label`` is given."""
+    seeds = check_walk(seeds, frames, fps, loop)
+    if space not in ("z", "w"):
+        raise ExportError(f"walk space {space!r} not allowed: use 'z' or 'w'")
+    if space == "w":
+        _require_stylegan(bundle, "a walk in w")
+    n = walk_length(len(seeds), frames, loop)
+    lab = labels_for_seeds([seeds[0]] * n, bundle.num_classes, label)
+    psi = check_truncation(truncation, bundle.kind, bundle.w_avg is not None)
+    flow = walk_flow(BundleEngine(bundle), bundle, seeds, frames, loop, space, lab, psi)
     return run_sync(flow)[0]

@@ -11,6 +11,7 @@ in each worker binds itself at start (one service per worker process).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
-from gancore.images import FORMATS
+from gancore.images import ANIMATION_FORMATS, FORMATS
 from serving import metrics, openapi
 from serving.errors import ClientError, EngineError, ErrorResponse
 from serving.pipeline import Images, Pipeline
@@ -111,7 +112,25 @@ def _style_mix(pipe: Pipeline, r: StyleMixRequest) -> Awaitable[Images]:
     return pipe.style_mix(r.model, r.row_seeds, r.col_seeds, r.col_styles, r.truncation)
 
 
+_WALK_FIELDS = ("frames", "loop", "fps")
+
+
 def _interpolate(pipe: Pipeline, r: InterpolateRequest) -> Awaitable[Images]:
+    if r.output == "animation":
+        if "steps" in r.model_fields_set:
+            raise ClientError("steps is for a strip of stills: an animation takes frames", 422,
+                              "steps")  # fmt: skip
+        return pipe.walk(r.model, r.seeds, r.frames, r.loop, r.space, r.truncation, r.class_label)
+    for name in _WALK_FIELDS:
+        if name in r.model_fields_set:
+            raise ClientError(f"{name} applies to output 'animation' only", 422, name)
+    if len(r.seeds) != 2:
+        raise ClientError(
+            f"interpolation takes 2 seeds, got {len(r.seeds)}: a walk through more is output "
+            "'animation'",
+            422,
+            "seeds",
+        )
     return pipe.interpolate(r.model, r.seeds, r.steps, r.space, r.truncation, r.class_label)
 
 
@@ -144,6 +163,20 @@ def _pipeline() -> Pipeline:
 
 
 def check_output(pipe: Pipeline, r: Any) -> None:
+    if r.output == "animation":
+        if r.animation_format() not in ANIMATION_FORMATS:
+            raise ClientError(
+                f"format {r.format!r} is not an animation format: use one of "
+                f"{list(ANIMATION_FORMATS)}",
+                422,
+                "format",
+            )
+    elif r.format not in FORMATS:
+        raise ClientError(
+            f"format {r.format!r} is for output 'animation' only: use one of {list(FORMATS)}",
+            422,
+            "format",
+        )
     if r.output == "json":
         if r.scale != 1:
             raise ClientError(
@@ -155,7 +188,7 @@ def check_output(pipe: Pipeline, r: Any) -> None:
         )
 
 
-def respond(endpoint: str, r: Any, result: Images) -> Response:
+async def respond(endpoint: str, r: Any, result: Images) -> Response:
     """The pipeline's images as the response the request asked for."""
     kept = [m for m in result.meta if not m.get("blank")]
     metrics.images_returned(result.model.name, endpoint, len(kept))
@@ -169,6 +202,12 @@ def respond(endpoint: str, r: Any, result: Images) -> Response:
         headers["X-Acceptance-Rate"] = str(filt["acceptance_rate"])
     if not kept:
         return error(422, "no image passed the filter; raise filter.oversample", "filter")
+    if r.output == "animation":
+        fmt = r.animation_format()
+        # Hundreds of large frames take seconds to encode: off the event loop, which serves the
+        # worker's other requests and its micro-batcher meanwhile.
+        data = await asyncio.to_thread(result.to_animation, fmt, r.fps, r.scale)
+        return Response(data, media_type=ANIMATION_FORMATS[fmt], headers=headers)
     if r.output == "image":
         if len(result.meta) != 1:
             return error(
@@ -218,7 +257,7 @@ def endpoint(path: str, model: type[BaseModel], run: Run):
         try:
             check_output(pipe, r)
             result = await run(pipe, r)
-            return respond(name, r, result)
+            return await respond(name, r, result)
         except ClientError as exc:
             return error(exc.status, str(exc), exc.field)
         except EngineError as exc:  # logged once by the batcher

@@ -66,6 +66,7 @@ class Limits:
     max_generated: int = 512  # images computed for one request, filter oversampling included
     max_oversample: int = 16
     max_steps: int = 64  # interpolation steps
+    max_frames: int = 256  # frames of one animation (frames per segment x segments)
     max_scale: int = 8  # integer upscaling of binary image / grid output
     max_body_bytes: int = 1_000_000
 
@@ -100,6 +101,7 @@ class Settings:
             max_generated=_int(env, "GAN_MAX_GENERATED", Limits.max_generated),
             max_oversample=_int(env, "GAN_MAX_OVERSAMPLE", Limits.max_oversample),
             max_steps=_int(env, "GAN_MAX_STEPS", Limits.max_steps, minimum=2),
+            max_frames=_int(env, "GAN_MAX_FRAMES", Limits.max_frames, minimum=2),
             max_scale=_int(env, "GAN_MAX_SCALE", Limits.max_scale),
             max_body_bytes=_int(env, "GAN_MAX_BODY_BYTES", Limits.max_body_bytes),
         )

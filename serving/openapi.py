@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from gancore.images import FORMATS
+from gancore.images import ANIMATION_FORMATS, FORMATS
 from serving import schemas
 from serving.routes import ROUTES, Route
 
@@ -53,9 +53,15 @@ def _ok(route: Route) -> dict[str, Any]:
     if route.request is None:
         return {"description": route.summary, "content": ok}
     ok.update({media: BINARY for media in FORMATS.values()})
+    description = (
+        "images: JSON (output 'json', base64 `data`) or one binary picture "
+        "(output 'image' or 'grid', in `format`)"
+    )
+    if route.animated:
+        ok.update({media: BINARY for media in ANIMATION_FORMATS.values()})
+        description += "; output 'animation': one looping gif or webp"
     return {
-        "description": "images: JSON (output 'json', base64 `data`) or one binary picture "
-        "(output 'image' or 'grid', in `format`)",
+        "description": description,
         "content": ok,
         "headers": {
             "X-Acceptance-Rate": {

@@ -20,7 +20,7 @@ import numpy as np
 
 from gancore import sampling
 from gancore.errors import ExportError
-from gancore.images import FORMATS, encode, make_grid, to_uint8, upscale
+from gancore.images import FORMATS, encode, encode_animation, make_grid, to_uint8, upscale
 from serving.config import Limits
 from serving.engine import Engine, ModelInfo
 from serving.errors import ClientError
@@ -69,6 +69,10 @@ class Images:
         """Every image tiled into one picture, each cell upscaled ``scale`` times (nearest)."""
         grid = make_grid(self.images, nrow=self.grid_columns)
         return encode(upscale(grid, scale), fmt, quality)
+
+    def to_animation(self, fmt: str = "gif", fps: int = sampling.WALK_FPS, scale: int = 1) -> bytes:
+        """Every image a frame of one looping animation (gif | webp), upscaled ``scale`` times."""
+        return encode_animation(to_uint8(self.images), fmt, fps, scale)
 
 
 def _export_error(exc: ExportError, field_name: str) -> ClientError:
@@ -387,3 +391,41 @@ class Pipeline:
             for t in ts
         ]
         return Images(info, images, meta, scores, grid_columns=steps, extra={"space": space})
+
+    async def walk(
+        self,
+        model: str,
+        seeds: list[int],
+        frames: int,
+        loop: bool,
+        space: str,
+        truncation: float,
+        class_label: int | str | None = None,
+    ) -> Images:
+        """The frames of a latent walk through ``seeds`` (gancore.sampling.walk's rules)."""
+        info = self.model(model)
+        psi = self.check_truncation(info, truncation)
+        total = sampling.walk_length(len(seeds), frames, loop)
+        if total > self.limits.max_frames:
+            segments = len(seeds) if loop else len(seeds) - 1
+            raise ClientError(
+                f"frames {frames} x {segments} segments makes {total} frames: at most "
+                f"{self.limits.max_frames} allowed (GAN_MAX_FRAMES)",
+                status=422,
+                field="frames",
+            )
+        if space == "w" and info.kind != "stylegan":
+            raise ClientError(
+                f"a walk in w needs a StyleGAN-lite model; {info.name!r} is {info.kind}: "
+                "use space 'z'",
+                status=422,
+                field="space",
+            )
+        fixed = None if class_label is None else self.class_index(info, class_label, "class_label")
+        labels = self.labels(info, [seeds[0]] * total, fixed)  # seeds[0]'s class unless fixed
+        images, scores = await sampling.walk_flow(
+            self.engine, info, seeds, frames, loop, space, self._labels(labels), psi
+        )
+        cls = self.class_meta(info, labels[0])
+        meta = [{"seed": None, "class": cls, "style": None}] * total
+        return Images(info, images, meta, scores, extra={"space": space})

@@ -30,11 +30,19 @@ class Route:
     documented: bool = True  # listed in /docs.json
     bentoml: bool = False  # served by BentoML itself, not by serving/app.py
     file: str | None = None  # a playground file under serving/static/
+    animated: bool = False  # answers output 'animation' (image/gif, image/webp)
 
 
-def _api(path: str, request: type[BaseModel], summary: str) -> Route:
+def _api(path: str, request: type[BaseModel], summary: str, animated: bool = False) -> Route:
     return Route(
-        path, "POST", path.strip("/"), summary, request, schemas.ImagesResponse, API_ERRORS
+        path,
+        "POST",
+        path.strip("/"),
+        summary,
+        request,
+        schemas.ImagesResponse,
+        API_ERRORS,
+        animated=animated,
     )
 
 
@@ -61,7 +69,10 @@ ROUTES: tuple[Route, ...] = (
     _api(
         "/interpolate",
         schemas.InterpolateRequest,
-        "steps images from seeds[0] to seeds[1]: slerp in z or lerp in w",
+        "steps images from seeds[0] to seeds[1]: slerp in z or lerp in w; or, with output "
+        "'animation', a looping gif/webp walk through two or more seeds (frames per segment, "
+        "loop back to the first seed, fps)",
+        animated=True,
     ),
     Route(
         "/models",

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from gancore.images import DEFAULT_QUALITY
-from gancore.sampling import MAX_SEED
+from gancore.sampling import MAX_FPS, MAX_SEED, MIN_FPS, WALK_FPS, WALK_FRAMES
 
 Seed = Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)]
 Truncation = Annotated[
@@ -79,10 +79,36 @@ class StyleMixRequest(_Request):
 
 
 class InterpolateRequest(_Request):
-    seeds: Annotated[list[Seed], Field(min_length=2, max_length=2)]
+    output: Literal["json", "image", "grid", "animation"] = Field(
+        "json",
+        description="json: base64 images with what each one is; image: the one image as a binary "
+        "response; grid: every image tiled into one binary picture; animation: a looping "
+        "gif/webp walk through all the seeds (frames, loop, fps)",
+    )
+    format: Literal["png", "webp", "jpeg", "gif"] = Field(
+        "png",
+        description="png/webp/jpeg for json, image and grid; gif (the default) or webp (lossless) "
+        "for an animation",
+    )
+    seeds: Annotated[list[Seed], Field(min_length=2)] = Field(
+        description="two seeds (the path's ends); an animation walks through two or more"
+    )
     steps: Annotated[int, Field(strict=True, ge=2)] = 8
     space: Literal["z", "w"] = "z"
     class_label: ClassLabel | None = None
+    frames: Count = Field(
+        WALK_FRAMES,
+        description="animation: frames per segment (seed to next seed); in all, frames x "
+        "segments (+1 for the last seed of an open walk) up to the max_frames limit",
+    )
+    loop: bool = Field(False, description="animation: walk back from the last seed to the first")
+    fps: Annotated[int, Field(strict=True, ge=MIN_FPS, le=MAX_FPS)] = Field(
+        WALK_FPS, description="animation: frames per second"
+    )
+
+    def animation_format(self) -> str:
+        """An animation's format: the one asked for, gif when none was."""
+        return self.format if "format" in self.model_fields_set else "gif"
 
 
 # -- responses --------------------------------------------------------------------------------
@@ -204,6 +230,7 @@ class LimitsOut(BaseModel):
     max_generated: int
     max_oversample: int
     max_steps: int
+    max_frames: int
     max_scale: int
     max_body_bytes: int
 

@@ -10,7 +10,7 @@
   let catalog = null; // the GET /models answer
   let routes = {}; // operationId -> path, from the server's route table (GET /docs.json)
   let model = null; // the chosen model's entry
-  let lastRun = null; // the tab whose images are shown: re-run when the truncation moves
+  let lastRun = null; // re-runs the request whose images are shown (when the truncation moves)
   let ticket = 0; // the newest request; older answers are dropped
   let rerunTimer = null;
 
@@ -19,6 +19,7 @@
   class Int {
     constructor(text) { this.text = text; }
     toJSON() { return MARK + this.text; }
+    toString() { return this.text; }
   }
   const encodeBody = (body) =>
     JSON.stringify(body).replace(new RegExp(`"${MARK}(\\d+)"`, "g"), "$1");
@@ -37,8 +38,8 @@
     }
   }
 
-  async function api(path, body) {
-    const headers = { Accept: "application/json" };
+  async function api(path, body, binary = false) {
+    const headers = { Accept: binary ? "image/gif, image/webp" : "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
     let r;
@@ -53,6 +54,7 @@
     } catch (exc) {
       throw new ApiError(0, `the server did not answer (${exc.message})`, null, null);
     }
+    if (binary && r.ok) return r.blob();
     const text = await r.text();
     let data = null;
     try { data = decodeBody(text); } catch { /* not JSON: shown as text below */ }
@@ -72,7 +74,7 @@
   function errorSlot(field, scope) {
     if (!field) return $("#general-error");
     const names = [field, field.replace(/\[\d+\]$/, ""), field.replace(/\[\d+\]/g, "")];
-    for (const root of [scope, $("#shared"), $("#model-panel"), $("#connect")]) {
+    for (const root of [...[scope].flat(), $("#shared"), $("#model-panel"), $("#connect")]) {
       if (!root) continue;
       for (const name of names) {
         const el = $(`.err[data-field="${CSS.escape(name)}"]`, root);
@@ -163,25 +165,43 @@
     return [routes.interpolate, body];
   }
 
+  // the latent walk: one looping animation through the seeds (interpolate's "animation" output)
+  function walkRequest() {
+    const body = {
+      model: model.name,
+      truncation: truncation(),
+      seeds: seedList($("#walk-seeds").value, "seeds"),
+      output: "animation",
+      format: $("#walk-format").value,
+      frames: intOrText($("#frames").value),
+      fps: intOrText($("#fps").value),
+      loop: $("#walk-loop").checked,
+      scale: intOrText($("#walk-scale").value),
+      space: radio("space"),
+    };
+    const cls = $("#interp-class").value;
+    if (model.conditional && cls !== "") body.class_label = Number(cls);
+    return [routes.interpolate, body];
+  }
+
   const REQUESTS = { generate: generateRequest, style_mix: styleMixRequest, interpolate: interpolateRequest };
 
-  async function run(tab) {
-    const form = $(`#tab-${tab}`);
+  async function run(tab, build = REQUESTS[tab], show = render, form = $(`#tab-${tab}`)) {
     clearErrors();
     const mine = ++ticket;
     let path, body;
     try {
-      [path, body] = REQUESTS[tab]();
+      [path, body] = build();
     } catch (exc) {
       if (exc instanceof ApiError) return showError(exc, form);
       throw exc;
     }
     document.body.classList.add("busy");
     try {
-      const answer = await api(path, body);
+      const answer = await api(path, body, body.output === "animation");
       if (mine !== ticket) return;
-      lastRun = tab;
-      render(tab, answer);
+      lastRun = () => run(tab, build, show, form);
+      await show(tab, answer, body);
     } catch (exc) {
       if (mine !== ticket) return;
       if (!(exc instanceof ApiError)) throw exc;
@@ -269,6 +289,37 @@
       report.push(`interpolation in ${answer.space}`);
     }
     $("#report").textContent = report.join(" · ");
+  }
+
+  const dataUrl = (blob) => new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);  // the page's CSP allows data: images, not blob:
+  });
+
+  async function renderWalk(tab, blob, body) {
+    const src = await dataUrl(blob);
+    const box = $("#images");
+    box.replaceChildren();
+    box.className = "walk";
+    const fig = document.createElement("figure");
+    fig.className = "animation";
+    const img = document.createElement("img");
+    img.src = src;
+    const path = body.seeds.map(String).join("→") + (body.loop ? `→${body.seeds[0]}` : "");
+    img.alt = img.title = `walk ${path}`;
+    const cap = document.createElement("figcaption");
+    cap.textContent = `walk ${path} in ${body.space}, ${body.frames} frames per segment, ${body.fps} fps · `;
+    const a = document.createElement("a");
+    a.href = src;
+    a.download = `${body.model}-walk-${body.seeds.map(String).join("-")}.${body.format}`;
+    a.textContent = "download";
+    a.className = "download";
+    cap.append(a);
+    fig.append(img, cap);
+    box.append(fig);
+    $("#report").textContent = `latent walk from ${body.model} · ψ ${body.truncation}`;
   }
 
   // -- the model panel ---------------------------------------------------------------------------
@@ -416,7 +467,12 @@
     $("#model").addEventListener("change", showModel);
     for (const b of $$(".tabs [role=tab]")) b.addEventListener("click", () => selectTab(b.dataset.tab));
     for (const form of $$("form.tab")) {
-      form.addEventListener("submit", (e) => { e.preventDefault(); run(form.dataset.tab); });
+      form.addEventListener("submit", (e) => {
+        e.preventDefault();
+        if (e.submitter && e.submitter.dataset.walk) {
+          run(form.dataset.tab, walkRequest, renderWalk, [$("#walk"), form]);
+        } else run(form.dataset.tab);
+      });
     }
     for (const r of $$('input[name="seed-mode"]')) {
       r.addEventListener("change", () => {
@@ -432,7 +488,7 @@
       showTruncation();
       if (!lastRun) return;
       clearTimeout(rerunTimer);
-      rerunTimer = setTimeout(() => run(lastRun), 120);
+      rerunTimer = setTimeout(lastRun, 120);
     });
     connect();
   }

@@ -290,3 +290,21 @@ def test_gate_against_imported_inception_stats(tiny_bundles, tmp_path, monkeypat
         assert rules[name]["value"] is None and rules[name]["passed"]
         assert rules[name]["text"].endswith("rule off (0)")
     assert g["real_floor"]["split"] == "train" and g["real_floor"]["n"] == 8
+
+
+def test_sample_cli_walk_bad_inputs(tiny_bundles, tmp_path, capsys):
+    out = tmp_path / "walk.gif"
+    dc = str(tiny_bundles["dcgan"])
+    for argv, match in [
+        ([dc, "--walk", "5", "--out", out], "at least 2 seeds"),
+        ([dc, "--walk", "1,2", "--frames", "0", "--out", out], "frames 0"),
+        ([dc, "--walk", "1,2", "--fps", "0", "--out", out], "1..50"),
+        ([dc, "--walk", "1,2", "--out", tmp_path / "walk.png"], ".gif or .webp"),
+        ([dc, "--walk", "1,2", "--space", "w", "--out", out], "StyleGAN"),
+        ([dc, "--walk", "1,x", "--out", out], "'x'"),
+        ([dc, "--walk", "1,2"], "--out"),
+    ]:
+        _expect_error(sample_main, argv, capsys, match)
+    assert not out.exists() and _leftovers(tmp_path) == []
+    assert sample_main([dc, "--walk", "1,2", "--frames", "3", "--out", str(out)]) == 0
+    assert "4-frame walk" in capsys.readouterr().out and out.stat().st_size > 0

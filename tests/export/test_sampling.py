@@ -264,3 +264,77 @@ def test_lossy_formats_and_quality(fmt):
     assert len(small) < len(big)
     with pytest.raises(ValueError, match="not supported"):
         images.encode(pixels, "gif")
+
+
+def test_walk_path_passes_through_every_seed_and_closes_a_loop():
+    ends = sampling.z_from_seeds([1, 5, 9], 16)
+    open_walk = sampling.walk_path(ends, 4, False, "z")
+    assert len(open_walk) == sampling.walk_length(3, 4, False) == 9
+    np.testing.assert_array_equal(open_walk[[0, 4, 8]], ends)
+    np.testing.assert_allclose(open_walk[2], sampling.slerp(ends[0], ends[1], 0.5))
+    loop = sampling.walk_path(ends, 4, True, "z")
+    assert len(loop) == sampling.walk_length(3, 4, True) == 12  # no repeated first frame
+    np.testing.assert_array_equal(loop[[0, 4, 8]], ends)
+    np.testing.assert_allclose(loop[10], sampling.slerp(ends[2], ends[0], 0.5))
+    ws = np.stack([np.full((3, 2), v, np.float32) for v in (0.0, 4.0)])
+    w_loop = sampling.walk_path(ws, 4, True, "w")  # lerp: 0, 1, 2, 3, 4, 3, 2, 1
+    np.testing.assert_array_equal(w_loop[:, 0, 0], [0, 1, 2, 3, 4, 3, 2, 1])
+
+
+class CountingEngine:
+    """An engine that renders z as its first pixels and counts its calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    async def mapping(self, info, z, labels):
+        self.calls.append(("mapping", len(z)))
+        return z[:, :4] * 2
+
+    async def render(self, info, payload, labels):
+        self.calls.append(("render", len(payload)))
+        return payload.reshape(len(payload), 1, 1, -1), None
+
+
+def test_walk_flow_renders_every_frame_in_one_engine_call():
+    from types import SimpleNamespace
+
+    info = SimpleNamespace(kind="dcgan", latent_dim=4)
+    engine = CountingEngine()
+    images_, _ = sampling.run_sync(
+        sampling.walk_flow(engine, info, [1, 2, 3, 4], 10, True, "z", None, 1.0)
+    )
+    assert engine.calls == [("render", 40)] and images_.shape == (40, 1, 1, 4)
+    style = SimpleNamespace(kind="stylegan", latent_dim=4, num_ws=2, w_avg=None)
+    engine = CountingEngine()
+    sampling.run_sync(sampling.walk_flow(engine, style, [1, 2], 10, False, "w", None, 1.0))
+    assert engine.calls == [("mapping", 2), ("render", 11)]  # only the seeds are mapped
+
+
+@pytest.mark.parametrize(
+    "seeds, frames, fps, match",
+    [([1], 4, 12, "at least 2 seeds"), ([1, 2], 0, 12, "frames 0"), ([1, 2], 4, 0, "1..50"),
+     ([1, 2], 4, 51, "fps 51"), ([1, 2], 20_000, 12, "at most 10000")],
+)  # fmt: skip
+def test_check_walk_names_what_is_allowed(seeds, frames, fps, match):
+    with pytest.raises(ExportError, match=match):
+        sampling.check_walk(seeds, frames, fps)
+
+
+@pytest.mark.parametrize("fmt", ["gif", "webp"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_animations_are_deterministic_and_keep_the_frames(fmt, channels):
+    import io
+
+    from PIL import Image, ImageSequence
+
+    rng = np.random.default_rng(0)
+    levels = np.array([0, 255], np.uint8)  # two levels per channel: exact even in a GIF palette
+    frames = levels[rng.integers(0, 2, (5, 8, 8, channels))]
+    data = images.encode_animation(frames, fmt, fps=20, scale=2)
+    assert data == images.encode_animation(frames, fmt, fps=20, scale=2)
+    anim = Image.open(io.BytesIO(data))
+    got = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(anim)]
+    assert len(got) == 5 and anim.info["loop"] == 0 and got[0].shape == (16, 16, 3)
+    for g, f in zip(got, frames):
+        np.testing.assert_array_equal(g[::2, ::2], np.broadcast_to(f, (8, 8, 3)))

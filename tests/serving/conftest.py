@@ -34,6 +34,7 @@ SERVING_ENV = (
     "GAN_MAX_BODY_BYTES",
     "GAN_BATCHING",
     "GAN_MAX_SCALE",
+    "GAN_MAX_FRAMES",
     "GAN_DEVICE",
 )
 

@@ -8,7 +8,7 @@ import logging
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from gancore import sampling
 from gancore.bundle import load
@@ -112,6 +112,69 @@ def test_interpolate(client, names):
         assert ts == [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
+ANIM = {"model": "@dcgan", "seeds": [1, 5, 9], "output": "animation"}
+
+
+def frames_of(data: bytes) -> list[np.ndarray]:
+    anim = Image.open(io.BytesIO(data))
+    return [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(anim)]
+
+
+def test_interpolate_animation_walks_through_the_seeds(client, names, bundle_dirs):
+    body = {"model": names["dcgan"], "seeds": [1, 5, 9], "output": "animation", "frames": 3,
+            "loop": True, "fps": 20}  # fmt: skip
+    r = client.post("/interpolate", json=body)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/gif", r.text
+    assert client.post("/interpolate", json=body).content == r.content  # same request, same bytes
+    bundle = load(bundle_dirs["dcgan"], require_gate=False)
+    want = to_uint8(sampling.walk(bundle, [1, 5, 9], 3, loop=True))
+    got = frames_of(r.content)
+    assert len(got) == 9 and Image.open(io.BytesIO(r.content)).info["duration"] == 50
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g[..., 0], w[..., 0])
+    r = client.post(
+        "/interpolate",
+        json={"model": names["stylegan"], "seeds": [1, 2], "output": "animation", "frames": 4,
+              "space": "w", "truncation": 0.7, "format": "webp", "scale": 2},
+    )  # fmt: skip
+    assert r.status_code == 200 and r.headers["content-type"] == "image/webp", r.text
+    got = frames_of(r.content)
+    stylegan = load(bundle_dirs["stylegan"], require_gate=False)
+    want = to_uint8(sampling.walk(stylegan, [1, 2], 4, space="w", truncation=0.7))
+    assert len(got) == 5 and got[0].shape[0] == 2 * want.shape[1]
+    for g, w in zip(got, want):  # lossless webp
+        np.testing.assert_array_equal(g[::2, ::2], np.broadcast_to(w, g[::2, ::2].shape))
+
+
+def test_gan_max_frames_caps_an_animation(bundle_dirs, names):
+    with in_process(serving_env(bundle_dirs.values(), GAN_MAX_FRAMES="8")) as c:
+        assert c.get("/models").json()["limits"]["max_frames"] == 8
+        body = {"model": names["dcgan"], "seeds": [1, 2], "output": "animation", "frames": 7}
+        assert c.post("/interpolate", json=body).status_code == 200  # 7 + the last seed
+        r = c.post("/interpolate", json={**body, "loop": True, "frames": 5})  # 10 frames
+        assert r.status_code == 422 and r.json()["field"] == "frames"
+        assert "10 frames: at most 8 allowed (GAN_MAX_FRAMES)" in r.json()["error"]
+
+
+@pytest.mark.parametrize("fmt", ["gif", "webp"])
+def test_gan_sample_walk_writes_the_servers_frames(client, names, bundle_dirs, tmp_path, fmt):
+    from export.sample_cli import main as sample_main
+
+    out = tmp_path / f"walk.{fmt}"
+    argv = [str(bundle_dirs["cgan"]), "--walk", "3,1,4", "--frames", "5", "--loop", "--fps", "8",
+            "--class", "2", "--out", str(out)]  # fmt: skip
+    assert sample_main(argv) == 0
+    body = {"model": names["cgan"], "seeds": [3, 1, 4], "output": "animation", "frames": 5,
+            "loop": True, "fps": 8, "class_label": 2, "format": fmt}  # fmt: skip
+    r = client.post("/interpolate", json=body)
+    assert r.status_code == 200, r.text
+    assert r.content == out.read_bytes()
+    served, written = frames_of(r.content), frames_of(out.read_bytes())
+    assert len(served) == len(written) == 15
+    for a, b in zip(served, written):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_filters_report_acceptance(client, names):
     r = client.post(
         "/generate",
@@ -196,6 +259,18 @@ BAD = [
     ("/interpolate", {"model": "@dcgan", "seeds": [1, 2], "space": "w"}, 422, "space"),
     ("/interpolate", {"model": "@dcgan", "seeds": [1]}, 422, "seeds"),
     ("/interpolate", {"model": "@dcgan", "seeds": [1, 2], "steps": 1000}, 422, "steps"),
+    ("/interpolate", {"model": "@dcgan", "seeds": [1, 2, 3]}, 422, "seeds"),
+    ("/interpolate", {"model": "@dcgan", "seeds": [1, 2], "loop": True}, 422, "loop"),
+    ("/interpolate", {"model": "@dcgan", "seeds": [1, 2], "format": "gif"}, 422, "format"),
+    ("/interpolate", {**ANIM, "seeds": [1]}, 422, "seeds"),
+    ("/interpolate", {**ANIM, "frames": 0}, 422, "frames"),
+    ("/interpolate", {**ANIM, "frames": 200}, 422, "frames"),  # 401 frames > max_frames
+    ("/interpolate", {**ANIM, "fps": 0}, 422, "fps"),
+    ("/interpolate", {**ANIM, "fps": 51}, 422, "fps"),
+    ("/interpolate", {**ANIM, "format": "jpeg"}, 422, "format"),
+    ("/interpolate", {**ANIM, "steps": 4}, 422, "steps"),
+    ("/interpolate", {**ANIM, "space": "w"}, 422, "space"),
+    ("/interpolate", {**ANIM, "scale": 99}, 422, "scale"),
 ]
 
 

@@ -321,6 +321,30 @@ def test_playground_in_a_real_browser(server, browser, names, tmp_path):
     assert strip[0]["caption"].splitlines()[0] == "1→9 t=0.00"
     browser.save_screenshot(str(tmp_path / "playground-interpolation.png"))
 
+    # 10. the latent walk: one looping animation, shown and offered for download
+    browser.execute_script("document.getElementById('images').replaceChildren()")
+    fill(browser, "walk-seeds", "1,5,9")
+    fill(browser, "frames", "3")
+    fill(browser, "walk-scale", "2")
+    browser.find_element("css selector", "#tab-interpolate button[data-walk]").click()
+    walk = wait_for(
+        browser,
+        "const f = document.querySelector('#images figure.animation');"
+        "return f && !document.body.classList.contains('busy') && {src: f.querySelector('img').src,"
+        "href: f.querySelector('a.download').href,"
+        "file: f.querySelector('a.download').getAttribute('download')}",
+        "the walk's animation",
+    )
+    head, _, data = walk["src"].partition(",")
+    assert head == "data:image/gif;base64" and walk["href"] == walk["src"]
+    assert walk["file"] == f"{names['stylegan']}-walk-1-5-9.gif"
+    body = {"model": names["stylegan"], "seeds": [1, 5, 9], "output": "animation", "format": "gif",
+            "frames": 3, "fps": 12, "loop": True, "scale": 2, "space": "w", "truncation": 0.7}  # fmt: skip
+    assert base64.b64decode(data) == api(server, "/interpolate", body).content
+    fill(browser, "frames", "0")
+    browser.find_element("css selector", "#tab-interpolate button[data-walk]").click()
+    assert "greater than or equal to 1" in error_beside(browser, "walk", "frames")
+
     # offline by construction: every resource the page loaded came from this server
     resources = browser.execute_script(
         "return performance.getEntriesByType('resource').map(e => e.name)"
