@@ -271,10 +271,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def run_import(args) -> int:
     """``gan-export import``: an external generator -> a bundle (export/import_bundle.py)."""
     from export.import_bundle import import_generator
@@ -317,3 +313,7 @@ def run_import(args) -> int:
             args.no_filters = True
         return _gate(out, args)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -542,3 +542,18 @@ def test_signature_checks():
         Signature("cgan", 4).check()
     with pytest.raises(ExportError, match="LO < HI"):
         Signature("dcgan", 4, value_range=(1.0, 0.0)).check()
+
+
+def test_python_m_export_cli_import_runs_the_import(tmp_path):
+    """`python -m export.cli import …` (not only the gan-export script): a clear refusal."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "export.cli", "import", str(tmp_path / "netG.pth"), "--out",
+         str(tmp_path / "b")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error:") and "netG.pth" in proc.stderr
+    assert not (tmp_path / "b").exists()
