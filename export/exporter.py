@@ -470,16 +470,25 @@ def _export(run, out, formats, which, name, calibration_n, say) -> Path:
         mbstd = measure_mbstd(G, D, cfg)
         D.mbstd.freeze(mbstd)
 
+    def build(tmp: Path) -> None:
+        manifest = _write_bundle(tmp, loaded, cfg, G, D, formats, name or out.name, mbstd, say)
+        say(f"calibrating the quality filters on {calibration_n} samples")
+        manifest["filters"] = _calibrate(tmp, calibration_n)
+        _write_manifest(tmp, manifest)
+
+    return write_atomically(out, build)
+
+
+def write_atomically(out: Path, build) -> Path:
+    """``build(tmp)`` fills a temp folder beside ``out``, which is then renamed to ``out``
+    (replacing an old one): a failure at any point leaves no bundle, half-written or mixed."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        manifest = _write_bundle(tmp, loaded, cfg, G, D, formats, name or out.name, mbstd, say)
-        say(f"calibrating the quality filters on {calibration_n} samples")
-        manifest["filters"] = _calibrate(tmp, calibration_n)
-        _write_manifest(tmp, manifest)
+        build(tmp)
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             out.rename(old)

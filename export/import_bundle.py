@@ -8,8 +8,6 @@ what they share lives in :mod:`export.importer`.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from export.exporter import (
     _calibrate,
     parse_formats,
     tool_versions,
+    write_atomically,
 )
 from export.import_onnx import onnx_source, write_onnx
 from export.import_torch import torchscript_source, tutorial_source, write_torch
@@ -83,29 +82,8 @@ def import_generator(
             src = onnx_source(generator, disc, signature)
         if before_writing is not None:
             before_writing(src.resolution)
-        return _atomic(out, lambda tmp: _build(tmp, src, fmt, signature, generator, disc,
+        return write_atomically(out, lambda tmp: _build(tmp, src, fmt, signature, generator, disc,
                                                formats, name or out.name, calibration_n, say))  # fmt: skip
-
-
-def _atomic(out: Path, build) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        build(tmp)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
 
 
 def _build(tmp, src, fmt, sig, generator, disc, formats, name, calibration_n, say) -> None:
