@@ -55,6 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _load(args):
+    """The bundle as the options ask (imported late: parsing comes before anything heavy)."""
+    from gancore.bundle import load
+
+    return load(
+        args.bundle,
+        backend=args.backend,
+        device=args.device,
+        require_gate=args.require_gate,
+        threads=args.threads,
+    )
+
+
 def _class_index(text: str | None, b) -> int | None:
     if text is None:
         return None
@@ -101,21 +114,13 @@ def _check_args(args) -> None:
 
 def run(args) -> str:
     _check_args(args)
-    from gancore.bundle import load
-
     if args.walk is not None:
         return walk(args)
     # Parse the seeds before loading anything heavy.
     seeds = None if args.style_mix else sampling.parse_seeds(args.seeds)
     rows = sampling.parse_seeds(args.rows) if args.style_mix else None
     cols = sampling.parse_seeds(args.cols) if args.style_mix else None
-    b = load(
-        args.bundle,
-        backend=args.backend,
-        device=args.device,
-        require_gate=args.require_gate,
-        threads=args.threads,
-    )
+    b = _load(args)
     c = _class_index(args.class_, b)
     if args.style_mix:
         if b.kind != "stylegan":
@@ -152,16 +157,8 @@ def run(args) -> str:
 
 def walk(args) -> str:
     """--walk: the server's ``/interpolate`` animation for the same fields, written to --out."""
-    from gancore.bundle import load
-
     seeds = sampling.check_walk(sampling.parse_seeds(args.walk), args.frames, args.fps, args.loop)
-    b = load(
-        args.bundle,
-        backend=args.backend,
-        device=args.device,
-        require_gate=args.require_gate,
-        threads=args.threads,
-    )
+    b = _load(args)
     c = _class_index(args.class_, b)
     frames = sampling.walk(
         b, seeds, args.frames, args.loop, args.space, c, args.truncation, args.fps

@@ -348,6 +348,17 @@ class Pipeline:
             extra={"col_styles": styles, "rows": len(row_seeds), "cols": len(col_seeds)},
         )
 
+    @staticmethod
+    def check_space(info, space: str, what: str) -> None:
+        """w exists only in StyleGAN-lite: anything else walks in z."""
+        if space == "w" and info.kind != "stylegan":
+            raise ClientError(
+                f"{what} in w needs a StyleGAN-lite model; {info.name!r} is {info.kind}: "
+                "use space 'z'",
+                status=422,
+                field="space",
+            )
+
     async def interpolate(
         self,
         model: str,
@@ -361,13 +372,7 @@ class Pipeline:
         info = self.model(model)
         psi = self.check_truncation(info, truncation)
         self.check_count(steps, self.limits.max_steps, "steps", "steps")
-        if space == "w" and info.kind != "stylegan":
-            raise ClientError(
-                f"interpolation in w needs a StyleGAN-lite model; {info.name!r} is {info.kind}: "
-                "use space 'z'",
-                status=422,
-                field="space",
-            )
+        self.check_space(info, space, "interpolation")
         seed_a, seed_b = seeds
         fixed = None if class_label is None else self.class_index(info, class_label, "class_label")
         labels = self.labels(info, [seed_a] * steps, fixed)  # seed_a's class unless fixed
@@ -414,13 +419,7 @@ class Pipeline:
                 status=422,
                 field="frames",
             )
-        if space == "w" and info.kind != "stylegan":
-            raise ClientError(
-                f"a walk in w needs a StyleGAN-lite model; {info.name!r} is {info.kind}: "
-                "use space 'z'",
-                status=422,
-                field="space",
-            )
+        self.check_space(info, space, "a walk")
         fixed = None if class_label is None else self.class_index(info, class_label, "class_label")
         labels = self.labels(info, [seeds[0]] * total, fixed)  # seeds[0]'s class unless fixed
         images, scores = await sampling.walk_flow(
