@@ -142,7 +142,8 @@ class TextbookLoop:
 def ganforge_trainer(kind: str, resolution: int, data: torch.Tensor, dist=None, **options):
     from training.config import ModelConfig
     from training.datasets import GanDataset
-    from training.trainer import Trainer, resolve_options
+    from training.train_config import resolve_options
+    from training.trainer import Trainer
 
     labels = torch.arange(len(data)) % 10
     ds = GanDataset("bench", "train", resolution, data.shape[1], [str(i) for i in range(10)],

@@ -100,7 +100,11 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory (or a checkpoint file inside one)")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--formats", default="onnx,torchscript", help="onnx,torchscript[,pt2]")
-    p.add_argument("--checkpoint", default="latest", help="latest | best")
+    p.add_argument(
+        "--checkpoint",
+        default="auto",
+        help="latest | best (lowest online FD) | auto: best when the run kept one, else latest",
+    )
     p.add_argument("--name", help="bundle name (default: the --out folder name)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     p.add_argument(

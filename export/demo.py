@@ -68,10 +68,10 @@ def _run_quietly(cmd: list[str], threads: int = 1) -> int:
 
 def _current_verdict(bundle: Path, run_dir: Path) -> str | None:
     """The verdict (``"passed"``/``"failed"``) of ``bundle``'s gate when that gate holds for the
-    run's latest checkpoint under the demo's rules (the defaults), else None: export again."""
+    checkpoint the export chooses (``auto``) under the demo's rules (the defaults), else None: export again."""
     from export.gate import DEFAULT_N, GateRules
     from gancore.bundle import load, sha256_file
-    from training.checkpoint import latest_checkpoint
+    from training.checkpoint import choose_checkpoint
 
     if not (bundle / "gate.json").is_file():
         return None
@@ -86,7 +86,7 @@ def _current_verdict(bundle: Path, run_dir: Path) -> str | None:
         return None  # gated under other rules than the demo's (the defaults)
     source = b.manifest.get("source", {})
     # By content: a run retrained in the same folder has a checkpoint of the same name.
-    if source.get("checkpoint_sha256") != sha256_file(latest_checkpoint(run_dir)):
+    if source.get("checkpoint_sha256") != sha256_file(choose_checkpoint(run_dir)):
         return None
     return gate.get("verdict")
 

@@ -439,7 +439,7 @@ def export_run(
     run: str | Path,
     out: str | Path,
     formats=DEFAULT_FORMATS,
-    which: str = "latest",
+    which: str = "auto",
     name: str | None = None,
     calibration_n: int = CALIBRATION_N,
     overwrite: bool = False,

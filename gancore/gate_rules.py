@@ -11,6 +11,9 @@ from typing import Any
 
 from gancore.errors import ExportError
 
+# Samples the gate scores by default (gan-export --gate -n); the online evaluation estimates FD at it.
+DEFAULT_N = 5_000
+
 
 @dataclass(frozen=True)
 class GateRules:

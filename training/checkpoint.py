@@ -112,23 +112,34 @@ class LoadedRun:
     D: nn.Module
 
 
+def choose_checkpoint(run_dir: str | Path, which: str = "auto") -> Path:
+    """The checkpoint of a run directory that ``which`` names: latest, best, or auto (the best
+    when the run's online evaluation kept one, the lowest FD it measured, which late in a run
+    swings between evaluations; else the latest)."""
+    best = Path(run_dir) / CKPT_DIR / "best.pt"
+    if which == "auto":
+        which = "best" if best.is_file() else "latest"
+    if which == "best":
+        if not best.is_file():
+            raise UserError(
+                f"run {str(run_dir)!r} has no best checkpoint ({best.name}); use latest"
+            )
+        return best
+    if which == "latest":
+        return latest_checkpoint(run_dir)
+    raise UserError(f"checkpoint choice {which!r} not allowed; use latest, best or auto")
+
+
 def load_run(run_or_ckpt: str | Path, which: str = "latest") -> LoadedRun:
-    """Load a run directory (``which``: latest | best) or a checkpoint file inside one."""
+    """Load a run directory (``which``: see :func:`choose_checkpoint`) or a checkpoint file
+    inside one."""
     from training.models import build_models
 
     p = Path(run_or_ckpt)
     if p.is_file():
         ckpt, run_dir = p, p.parent.parent
     elif p.is_dir():
-        run_dir = p
-        if which == "best":
-            ckpt = p / CKPT_DIR / "best.pt"
-            if not ckpt.is_file():
-                raise UserError(f"run {str(p)!r} has no best checkpoint ({ckpt.name}); use latest")
-        elif which == "latest":
-            ckpt = latest_checkpoint(p)
-        else:
-            raise UserError(f"checkpoint choice {which!r} not allowed; use latest or best")
+        run_dir, ckpt = p, choose_checkpoint(p, which)
     else:
         raise UserError(f"{str(p)!r} is neither a run directory nor a checkpoint file")
     config = read_run_config(run_dir)

@@ -23,11 +23,12 @@ from training.errors import UserError
 from training.train_config import describe_default
 
 EPILOG = """\
-defaults (shown above, from training/train_config.py) depend on the family: dcgan/cgan add instance
-noise annealed to 0 (without it D wins at once on digits and G collapses); stylegan uses its own
-Adam settings, R1 and style mixing; --loss wgan-gp implies --n-critic 5 and no BatchNorm in the
-critic. The demo's cgan adds --augment translation,cutout --mode-seeking 0.2 (python -m
-training.demo holds the demo recipe).
+defaults: what you do not give, the recipe chooses by rules from the dataset's size, resolution,
+channels and classes, the family and the device (training/recipe.py; README "Settings"): bf16
+where the device computes it natively, widths, Adam, R1, instance noise, an InfoGAN code of one
+value per class for unconditional families, mode seeking, ADA below 30,000 images, online
+evaluation on labelled data. config.json's "recipe" says which setting came from which rule and
+which you gave. --loss wgan-gp implies --n-critic 5 and no BatchNorm in the critic.
 run directory: config.json, checkpoints/ckpt-STEP.pt (last --keep) and best.pt, samples/*.png,
 metrics.jsonl, loss.png, progress.gif.
 distributed: under torchrun (--nproc_per_node N, or --nnodes/--rdzv-endpoint) every process

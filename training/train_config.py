@@ -1,6 +1,6 @@
-"""How a training run is configured: the TrainConfig dataclass, the per-family, per-loss and
-per-dataset defaults that fill what the user did not give, and their validation. ``gan-train
---help`` shows these defaults (:func:`describe_default`), so they are stated once, here."""
+"""How a training run is configured: the TrainConfig dataclass, how the recipe's rules
+(training/recipe.py) and a loss's requirements fill what the user did not give, and the
+validation. ``gan-train --help`` shows these defaults (:func:`describe_default`)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from training import losses as L
+from training import recipe
 from training.augment import parse_policy
 from training.budget import check_minutes
 from training.config import MODEL_KINDS, ModelConfig, from_known_keys
 from training.errors import UserError
+from training.recipe import Facts
 
 
 @dataclass
@@ -76,31 +78,10 @@ class TrainConfig:
         return max(1, batches // self.n_critic)
 
 
-# Per-family defaults; explicit arguments win. The cgan defaults are the settings the learning test
-# proves (diverse, class-correct digits on a 2-minute CPU budget).
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Without instance noise D wins within a few kimg on digits (loss_D ~0.005): dcgan draws
-    # grey noise, cgan collapses each class to one prototype (diversity ratio ~0.15). Sigma 0.3
-    # annealed to 0 gives digits, and for cgan class accuracy ~0.96 with diversity ~0.8 of real
-    # (tests/training/test_learning.py). --instance-noise 0 restores the textbook loop.
-    "dcgan": {"instance_noise": 0.3},
-    "cgan": {"instance_noise": 0.3},
-    "stylegan": {
-        "lr": 2e-3,
-        "beta1": 0.0,
-        "beta2": 0.99,
-        "r1_gamma": 1.0,
-        "g_width": 16,
-        "d_width": 16,
-        "latent_dim": 128,
-    },
-}
 LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
     # The critic must not normalise across the batch: the gradient penalty is per sample.
     "wgan-gp": {"n_critic": 5, "d_norm": "none", "beta1": 0.0, "beta2": 0.9, "lr": 1e-4},
 }
-# Digits has a cheap in-house classifier, so its runs keep best.pt by FD-classifier by default.
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {"digits": {"eval_every": 250}}
 MODEL_FIELDS = ("g_width", "d_width", "latent_dim", "max_width", "w_dim", "mapping_layers")
 MODEL_FIELDS += ("d_norm", "spectral_norm", "g_cond", "latent_code")
 # Settings a resumed run may change: they do not alter the trajectory of the weights.
@@ -119,19 +100,41 @@ RESUMABLE_OVERRIDES = {
 }
 
 
-def resolve_options(options: dict[str, Any], world: int = 1) -> tuple[TrainConfig, dict[str, Any]]:
-    """Turn user options (None = not given) into a TrainConfig and ModelConfig keyword arguments,
-    filling family and loss defaults underneath what the user gave."""
+def resolve_options(
+    options: dict[str, Any], world: int = 1, facts: Facts | None = None
+) -> tuple[TrainConfig, dict[str, Any]]:
+    """Turn user options (None = not given) into a TrainConfig and ModelConfig keyword arguments:
+    the recipe's rules (training/recipe.py) for what the user did not give, then the loss's
+    requirements. ``facts`` default to those of the dataset the options name."""
+    cfg, model_kwargs, _ = resolve_with_recipe(options, world, facts)
+    return cfg, model_kwargs
+
+
+def resolve_with_recipe(
+    options: dict[str, Any], world: int = 1, facts: Facts | None = None
+) -> tuple[TrainConfig, dict[str, Any], dict[str, Any]]:
+    """:func:`resolve_options` and the record of where each chosen setting came from
+    (``config.json["recipe"]``: the facts, and per setting its value and ``given``, ``loss``
+    or the rule that chose it)."""
     given = {k: v for k, v in options.items() if v is not None}
     check_minutes(given.get("minutes"), given.get("kimg"), given.get("epochs"))
     model = given.get("model", "dcgan")
     if model not in MODEL_KINDS:
         raise UserError(f"unknown model {model!r}; choose one of {', '.join(MODEL_KINDS)}")
-    merged: dict[str, Any] = {}
-    merged.update(DATASET_DEFAULTS.get(given.get("dataset", "digits"), {}))
-    merged.update(MODEL_DEFAULTS[model])
-    merged.update(LOSS_DEFAULTS.get(given.get("loss", merged.get("loss", "bce")), {}))
+    if facts is None:
+        facts = facts_for(given)
+    chosen = recipe.choose(facts)
+    merged: dict[str, Any] = {k: c.value for k, c in chosen.items()}
+    sources = {k: c.rule for k, c in chosen.items()}
+    loss = given.get("loss", "bce")
+    for k, v in LOSS_DEFAULTS.get(loss, {}).items():
+        merged[k], sources[k] = v, f"--loss {loss}"
     merged.update(given)
+    sources.update({k: "given" for k in given})
+    batch = merged.get("batch_size", TrainConfig.batch_size) // max(world, 1)
+    if "mode_seeking" not in given and merged.get("mode_seeking") and batch % 2:
+        # Mode seeking pairs the batch; an odd batch (the user's) turns the rule off.
+        merged["mode_seeking"], sources["mode_seeking"] = 0.0, "odd batch per process: off"
     model_kwargs = {k: merged.pop(k) for k in MODEL_FIELDS if k in merged}
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = set(merged) - train_fields
@@ -149,7 +152,42 @@ def resolve_options(options: dict[str, Any], world: int = 1) -> tuple[TrainConfi
             "--loss wgan-gp penalises each sample's gradient, which BatchNorm in the critic "
             "mixes across the batch; use --d-norm none (the default with wgan-gp)"
         )
-    return cfg, model_kwargs
+    values = {**cfg.to_dict(), **model_kwargs}
+    record = {
+        "facts": facts.describe(),
+        "settings": {
+            k: {"value": values.get(k), "from": sources[k]} for k in sorted(sources) if k in values
+        },
+    }
+    return cfg, model_kwargs, record
+
+
+def facts_for(options: dict[str, Any], dataset: Any = None) -> Facts:
+    """The recipe's facts for these (given) options: the training split of their dataset (loaded
+    unless ``dataset`` is passed), the family and the device."""
+    import torch
+
+    if dataset is None:
+        from training.datasets import load_dataset
+
+        dataset = load_dataset(
+            options.get("dataset", TrainConfig.dataset),
+            options.get("resolution", TrainConfig.resolution),
+            "train",
+            options.get("data_root"),
+        )
+    device = options.get("device", "auto")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return Facts(
+        family=options.get("model", "dcgan"),
+        images=len(dataset),
+        resolution=dataset.resolution,
+        channels=dataset.channels,
+        classes=dataset.num_classes,
+        device=device,
+        bf16=recipe.native_bf16(device),
+    )
 
 
 def validate_train_config(cfg: TrainConfig, world: int = 1) -> None:
@@ -191,17 +229,18 @@ def validate_train_config(cfg: TrainConfig, world: int = 1) -> None:
 
 
 def describe_default(name: str) -> str:
-    """``--help`` text for an option's default, read from TrainConfig/ModelConfig and the
-    family, loss and dataset tables above, e.g. ``default 0.0002; stylegan 0.002``."""
+    """``--help`` text for an option's default: ``by the recipe`` for the settings its rules
+    choose (training/recipe.py), else the TrainConfig/ModelConfig default (and a loss's)."""
+    if name in recipe.SETTINGS:
+        return "default: the recipe's rule"
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     fields.update({f.name: f for f in dataclasses.fields(ModelConfig) if f.name in MODEL_FIELDS})
     f = fields[name]
     base = f.default if f.default is not dataclasses.MISSING else None
     parts = [f"default {_show(base)}"]
-    for table in (MODEL_DEFAULTS, LOSS_DEFAULTS, DATASET_DEFAULTS):
-        for key, values in table.items():
-            if name in values and values[name] != base:
-                parts.append(f"{key} {_show(values[name])}")
+    for key, values in LOSS_DEFAULTS.items():
+        if name in values and values[name] != base:
+            parts.append(f"{key} {_show(values[name])}")
     return "; ".join(parts)
 
 

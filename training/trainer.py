@@ -51,7 +51,7 @@ from training.checkpoint import (
     read_run_config,
     save_checkpoint,
 )
-from training.config import ModelConfig, write_json_atomic
+from training.config import MODEL_KINDS, ModelConfig, write_json_atomic
 from training.datasets import GanDataset, load_dataset
 from training.distributed import Dist
 from training.errors import TrainingDiverged, UserError
@@ -60,7 +60,8 @@ from training.models.code import latent_code, with_code
 from training.train_config import (
     RESUMABLE_OVERRIDES,
     TrainConfig,
-    resolve_options,
+    facts_for,
+    resolve_with_recipe,
     validate_train_config,
 )
 
@@ -841,17 +842,31 @@ class Trainer:
 
 
 def prepare_run(
-    cfg: TrainConfig, model_kwargs: dict[str, Any], out: Path, dist: Dist | None = None
-) -> tuple[ModelConfig, GanDataset]:
-    """Validate a new run (output folder, dataset, model shape) before anything is written."""
+    options: dict[str, Any], out: Path, dist: Dist | None = None
+) -> tuple[TrainConfig, ModelConfig, GanDataset, dict[str, Any]]:
+    """Validate a new run (options, output folder, dataset, model shape) before anything is
+    written. The recipe (training/recipe.py) fills what the options (None = not given) leave
+    open, from the dataset's facts; the last value returned is its record for config.json."""
+    dist = dist or Dist()
+    given = {k: v for k, v in options.items() if v is not None}
+    B.check_minutes(given.get("minutes"), given.get("kimg"), given.get("epochs"))
+    if given.get("model", "dcgan") not in MODEL_KINDS:
+        raise UserError(f"unknown model {given['model']!r}; choose one of {', '.join(MODEL_KINDS)}")
     out = Path(out)
     # Rank 0 owns the folder (the others would see it appear while it writes config.json).
-    if (dist or Dist()).is_main and out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if dist.is_main and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(
             f"output directory {str(out)!r} already exists and is not empty; "
             "pass --resume to continue that run or choose another --out"
         )
-    dataset = load_dataset(cfg.dataset, cfg.resolution, "train", cfg.data_root)
+    defaults = TrainConfig()
+    dataset = load_dataset(
+        given.get("dataset", defaults.dataset),
+        given.get("resolution", defaults.resolution),
+        "train",
+        given.get("data_root"),
+    )
+    cfg, model_kwargs, record = resolve_with_recipe(options, dist.world, facts_for(given, dataset))
     conditional = cfg.model == "cgan"
     model_cfg = ModelConfig(
         kind=cfg.model,
@@ -861,7 +876,7 @@ def prepare_run(
         class_names=dataset.class_names if conditional else [],
         **model_kwargs,
     )
-    return model_cfg, dataset
+    return cfg, model_cfg, dataset, record
 
 
 def train(
@@ -957,9 +972,8 @@ def _resume(d, options, out, run: _Run) -> TrainResult:
 
 
 def _new_run(d, options, out, run: _Run) -> TrainResult:
-    cfg, model_kwargs = resolve_options(options, d.world)
+    cfg, model_cfg, dataset, recipe = prepare_run(options, out, d)
     _start(d, cfg)
-    model_cfg, dataset = prepare_run(cfg, model_kwargs, out, d)
     given = {k for k, v in options.items() if v is not None}
     trainer = run.trainer(cfg, model_cfg, dataset, out, d, given)  # checks data vs batch
     d.barrier()  # every rank is set up before rank 0 creates the run directory
@@ -974,6 +988,7 @@ def _new_run(d, options, out, run: _Run) -> TrainResult:
         "distributed": d.describe(),
         "versions": versions(),
         "given": sorted(given),  # the options the user set; the rest are defaults
+        "recipe": recipe,  # the dataset's facts and where each chosen setting came from
     }
     try:
         write_json_atomic(out / CONFIG_NAME, config)

@@ -15,10 +15,8 @@ from export.gate.report import GRID_FILE, REPORT_FILE, _grid, write_report
 from gancore import bundle as bundle_mod
 from gancore import images, sampling
 from gancore.errors import ExportError
-from gancore.gate_rules import GateRules, _summary, evaluate_rules
+from gancore.gate_rules import DEFAULT_N, GateRules, _summary, evaluate_rules
 from training.config import write_json_atomic
-
-DEFAULT_N = 5_000
 
 # KID is reported, not a rule: 20 subsets (not 100) keep its mean and std readable at a fifth of
 # its cost, which was half of the scoring time (2.9 of 5.3 s per variant at N = 5,000).

@@ -308,3 +308,25 @@ def test_sample_cli_walk_bad_inputs(tiny_bundles, tmp_path, capsys):
     assert not out.exists() and _leftovers(tmp_path) == []
     assert sample_main([dc, "--walk", "1,2", "--frames", "3", "--out", str(out)]) == 0
     assert "4-frame walk" in capsys.readouterr().out and out.stat().st_size > 0
+
+
+def test_export_takes_the_best_checkpoint_when_the_run_kept_one(tmp_path):
+    """``--checkpoint auto`` (the default): the run's best.pt (lowest online FD) when there is
+    one, else the latest; ``latest`` still takes the last."""
+    from tests.conftest import train_run
+    from training.checkpoint import latest_checkpoint
+
+    run = train_run("dcgan", tmp_path / "run", ckpt_every=2)  # checkpoints at steps 2 and 4
+    latest = latest_checkpoint(run)
+    with one_torch_thread():
+        assert export_main([str(run), "--out", str(tmp_path / "a"), "-q"]) == 0
+        shutil.copy(latest, run / "checkpoints" / "best.pt")
+        (run / "checkpoints" / latest.name).unlink()  # best.pt is now the only copy of it
+        earlier = latest_checkpoint(run)
+        assert export_main([str(run), "--out", str(tmp_path / "b"), "-q"]) == 0
+        argv = [str(run), "--out", str(tmp_path / "c"), "--checkpoint", "latest", "-q"]
+        assert export_main(argv) == 0
+    source = {k: json.loads((tmp_path / k / "manifest.json").read_text())["source"] for k in "abc"}
+    assert source["a"]["checkpoint"].endswith(latest.name)
+    assert source["b"]["checkpoint"].endswith("best.pt")
+    assert source["c"]["checkpoint"].endswith(earlier.name) and earlier != latest

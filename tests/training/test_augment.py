@@ -8,7 +8,7 @@ import torch
 
 from training import augment as A
 from training.errors import UserError
-from training.trainer import resolve_options
+from training.train_config import resolve_options
 
 from .conftest import run_cli
 

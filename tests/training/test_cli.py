@@ -166,9 +166,9 @@ def test_help_shows_the_defaults_of_the_config_tables(monkeypatch):
     from training.cli import build_parser
 
     text = " ".join(build_parser().format_help().split())
-    assert "generator learning rate (default 0.0002; stylegan 0.002; wgan-gp 0.0001)" in text
+    assert "generator learning rate (default: the recipe's rule)" in text
     assert "D steps per G step (default 1; wgan-gp 5)" in text
     # Read from the tables, not restated: a changed default shows up in --help.
-    monkeypatch.setitem(train_config.MODEL_DEFAULTS, "stylegan", {"lr": 0.005})
+    monkeypatch.setitem(train_config.LOSS_DEFAULTS, "wgan-gp", {"n_critic": 7})
     text = " ".join(build_parser().format_help().split())
-    assert "(default 0.0002; stylegan 0.005; wgan-gp 0.0001)" in text
+    assert "D steps per G step (default 1; wgan-gp 7)" in text

@@ -77,7 +77,7 @@ def test_cgan_learns_diverse_class_conditional_digits(tmp_path):
     print(f"\njudge: held-out accuracy {judge_accuracy:.3f} ({time.perf_counter() - t0:.1f} s)")
     assert judge_accuracy >= 0.95
 
-    # The cgan family defaults are what is being proven; only size and length are chosen here.
+    # The recipe's cGAN is what is being proven; only size and length are chosen here.
     wall0, cpu0 = time.perf_counter(), time.process_time()
     train(
         {
@@ -136,14 +136,14 @@ def code_purity(run, judge) -> tuple[float, list[int]]:
 def test_dcgan_latent_code_learns_to_choose_the_digit(tmp_path):
     """With an InfoGAN code (``latent_code`` 10) an unconditional DCGAN, never shown a label,
     learns to draw one digit per code value: the judge finds each value's samples mostly one
-    digit, and the values between them cover most digits. The control, the textbook DCGAN
-    trained the same way in this test, shows what that reading of z gives when G is not made to
+    digit, and the values between them cover most digits. The control, the same recipe without
+    the code, trained the same way in this test, shows what that reading of z gives when G is not made to
     use it. The code is what lifted the demo DCGAN's precision from 0.61-0.64 to 0.77-0.78
     (README "Quality"). Two 40-kimg runs at 16x16, about 20 s of CPU each."""
     judge, judge_accuracy, _, _ = train_judge()
     assert judge_accuracy >= 0.95
     figures = {}
-    for name, extra in (("code", {"latent_code": 10}), ("control", {})):
+    for name, extra in (("code", {"latent_code": 10}), ("control", {"latent_code": 0})):
         wall0, cpu0 = time.perf_counter(), time.process_time()
         options = {"model": "dcgan", "dataset": "digits", "resolution": RESOLUTION,
                    "kimg": KIMG, "seed": 0, "g_width": WIDTH, "d_width": WIDTH}  # fmt: skip
@@ -160,19 +160,19 @@ def test_dcgan_latent_code_learns_to_choose_the_digit(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_cgan_at_32_draws_every_class_in_its_variety(tmp_path):
-    """The demo's cGAN recipe at the demo's resolution (32x32): judged by the gate's own
+def test_recipe_cgan_at_32_draws_every_class_in_its_variety(tmp_path):
+    """The default recipe's cGAN (training/recipe.py: on this machine bf16, ADA, mode seeking)
+    at the demo's resolution (32x32), 100 kimg (a fixed length, not the demo's wall-time budget,
+    so the figure does not depend on the machine's load): judged by the gate's own
     classifier and figures (N = 2,000 seeds vs the held-out digits), it draws the requested class
     (conditional accuracy >= 0.95) and covers every class's real variety (per-class recall, k = 3,
     >= 0.6 for each class; a model drawing one prototype per class scores ~0)."""
-    from training.demo import DEMO_OPTIONS
     from training.eval.features import get_extractor
     from training.eval.score import reference_stats, score_generator
 
     extractor = get_extractor("classifier", dataset="digits")
     ref = reference_stats(extractor, "digits", 32, "heldout")
-    options = {**DEMO_OPTIONS["cgan"], "model": "cgan", "dataset": "digits", "seed": 0}
-    assert options["resolution"] == 32
+    options = {"model": "cgan", "dataset": "digits", "resolution": 32, "kimg": 100, "seed": 0}
     wall0, cpu0 = time.perf_counter(), time.process_time()
     train({**options, "eval_every": 0}, tmp_path / "cgan", progress=False)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
@@ -201,10 +201,8 @@ def test_demo_dcgan_recipe_applies_r1_to_its_batchnorm_discriminator(tmp_path, t
     import json
     import math
 
-    from training.demo import DEMO_OPTIONS
-
-    recipe = DEMO_OPTIONS["dcgan"]
-    assert recipe["r1_gamma"] > 0
+    # The recipe's DCGAN settings on this machine, with bf16 given (a CPU without it gets fp32).
+    recipe = {"r1_gamma": 1.0, "precision": "bf16", "latent_code": 10, "channels_last": True}
     size = {k: tiny[k] for k in ("resolution", "g_width", "d_width", "latent_dim", "batch_size")}
     base = {
         **recipe,

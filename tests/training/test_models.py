@@ -9,7 +9,7 @@ import torch
 from training.config import ModelConfig
 from training.errors import UserError
 from training.models import build_models, style_ranges
-from training.trainer import TrainConfig, resolve_options
+from training.train_config import TrainConfig, resolve_options
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -57,7 +57,7 @@ def test_model_config_round_trip(kind):
 
 def test_train_config_round_trip_and_family_defaults():
     cfg, model_kwargs = resolve_options({"model": "stylegan", "lr": None})
-    assert cfg.lr == 2e-3 and cfg.r1_gamma > 0
+    assert cfg.lr == 4e-3 and cfg.beta1 == 0 and cfg.r1_gamma > 0  # the recipe's stylegan rule
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     wgan, model_kwargs = resolve_options({"model": "dcgan", "loss": "wgan-gp"})
     assert wgan.n_critic == 5 and model_kwargs["d_norm"] == "none"

@@ -112,6 +112,8 @@ def test_eval_hook_logs_and_keeps_best(tmp_path, tiny):
     assert result.best == {"key": "fd_classifier", "value": 3.0, "step": 8}
     assert load_checkpoint(out / "checkpoints" / "best.pt")["step"] == 8
     assert load_run(out, which="best").step == 8
+    # What gan-export takes by default (auto): the best, not the last (step 12, FD 4.0).
+    assert load_run(out, which="auto").step == 8 and load_run(out, which="latest").step == 12
     evals = [r for r in map(json.loads, open(out / "metrics.jsonl")) if "eval" in r]
     assert [r["eval"]["fd_classifier"] for r in evals] == [5.0, 3.0, 4.0]
 
