@@ -83,11 +83,11 @@ def score_run(run_dir: Path, ref, n: int, floor: float) -> dict:
 
 
 def save_docs_grid(run_dir: Path, kind: str, path: Path, scale: int = 4) -> None:
-    """A sample grid of the final G_ema (cGAN: one row per class; with a latent code: one
+    """A sample grid of the exported G_ema (cGAN: one row per class; with a latent code: one
     row per code value), upscaled ``scale``x nearest."""
     from PIL import Image
 
-    run = load_run(run_dir, "latest")
+    run = load_run(run_dir, "auto")  # what gan-export exports
     g = torch.Generator().manual_seed(2026)
     with torch.no_grad():
         if run.model_cfg.conditional:

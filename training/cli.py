@@ -24,11 +24,11 @@ from training.train_config import describe_default
 
 EPILOG = """\
 defaults: what you do not give, the recipe chooses by rules from the dataset's size, resolution,
-channels and classes, the family and the device (training/recipe.py; README "Settings"): bf16
-where the device computes it natively, widths, Adam, R1, instance noise, an InfoGAN code of one
-value per class for unconditional families, mode seeking, ADA below 30,000 images, online
-evaluation on labelled data. config.json's "recipe" says which setting came from which rule and
-which you gave. --loss wgan-gp implies --n-critic 5 and no BatchNorm in the critic.
+channels and classes, the family and the device (training/recipe.py; README "Your own data"):
+bf16 where the device computes it natively, widths, batch, Adam, R1, instance noise, an InfoGAN
+code of one value per class for unconditional families, mode seeking, ADA below 30,000 images,
+online evaluation on labelled data. config.json's "recipe" says which setting came from which
+rule and which you gave. --loss wgan-gp implies --n-critic 5 and no BatchNorm in the critic.
 run directory: config.json, checkpoints/ckpt-STEP.pt (last --keep) and best.pt, samples/*.png,
 metrics.jsonl, loss.png, progress.gif.
 distributed: under torchrun (--nproc_per_node N, or --nnodes/--rdzv-endpoint) every process

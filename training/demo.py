@@ -52,10 +52,20 @@ def _finished(run_dir: Path) -> bool:
 
 
 def _recipe_changes(run_dir: Path, kind: str, options: dict[str, Any], seed: int) -> list[str]:
-    """How the run in ``run_dir`` differs from the recipe ``options`` (``key saved -> wanted``)."""
+    """How the run in ``run_dir`` differs from what ``options`` and today's rules would train
+    (``key saved -> wanted``): a ganforge whose rules changed does not reuse an older run."""
+    from training.recipe import SETTINGS
+    from training.train_config import RESUMABLE_OVERRIDES, resolve_options
+
     config = read_run_config(run_dir)
     saved = {**config.get("model", {}), **config.get("train", {})}
-    wanted = {**options, "model": kind, "seed": seed}  # train["model"] is the family
+    full = {"model": kind, "dataset": "digits", "seed": seed, **options}
+    cfg, model_kwargs = resolve_options(full)
+    now = {**cfg.to_dict(), **model_kwargs}
+    # What the options name and what the rules choose; not the lengths and intervals a budget
+    # plans (they do not change what is trained).
+    keys = (set(full) | set(SETTINGS)) - (RESUMABLE_OVERRIDES - {"minutes"})
+    wanted = {k: full[k] if k in full else now[k] for k in sorted(keys) if k in full or k in now}
     return [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in wanted.items() if saved.get(k) != v]
 
 

@@ -62,7 +62,8 @@ def gradient_penalty(
 ) -> torch.Tensor:
     """WGAN-GP: E[(||grad D(x_hat)|| - 1)^2] on random interpolates of real and fake images."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=generator)
-    x_hat = torch.lerp(real.detach(), fake.detach(), alpha).requires_grad_(True)
+    # Under bf16 autocast G's images are bf16 and the real ones fp32: interpolate in fp32.
+    x_hat = torch.lerp(real.detach().float(), fake.detach().float(), alpha).requires_grad_(True)
     out = D(x_hat)
     (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1.0).square().mean()

@@ -131,6 +131,10 @@ def resolve_with_recipe(
         merged[k], sources[k] = v, f"--loss {loss}"
     merged.update(given)
     sources.update({k: "given" for k in given})
+    if "batch_size" not in given and merged.get("batch_size", 0) % max(world, 1):
+        # The rule's batch is global: every process takes an equal share of it.
+        merged["batch_size"] = world * math.ceil(merged["batch_size"] / world)
+        sources["batch_size"] += f", rounded up to a multiple of {world} processes"
     batch = merged.get("batch_size", TrainConfig.batch_size) // max(world, 1)
     if "mode_seeking" not in given and merged.get("mode_seeking") and batch % 2:
         # Mode seeking pairs the batch; an odd batch (the user's) turns the rule off.

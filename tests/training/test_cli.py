@@ -74,7 +74,10 @@ def folders(tmp_path):
         (["--model", "cgan", "--latent-code", "10"], ["latent_code 10 not allowed", "dcgan"]),
         (["--latent-code", "1"], ["latent_code 1 not allowed", "from 2 to latent_dim (16)"]),
         (["--latent-code", "10", "--code-weight", "-1"], ["--code-weight must be >= 0, got -1"]),
-        (["--code-weight", "2"], ["--code-weight 2.0 weighs the loss of a latent code", "none"]),
+        (
+            ["--latent-code", "0", "--code-weight", "2"],
+            ["--code-weight 2.0 weighs the loss of a latent code", "none"],
+        ),
         (["--model", "stylegan", "--mapping-layers", "0"], ["mapping_layers must be >= 1, got 0"]),
     ],
 )

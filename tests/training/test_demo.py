@@ -179,10 +179,23 @@ def test_a_run_trained_with_another_recipe_is_moved_aside_and_retrained(tmp_path
     first = list_checkpoints(run_dir)[-1].stat().st_mtime_ns
     demo.train_one("dcgan", run_dir, dict(TINY), progress=False)  # same recipe: reused
     assert list_checkpoints(run_dir)[-1].stat().st_mtime_ns == first
-    demo.train_one("dcgan", run_dir, {**TINY, "latent_code": 10}, progress=False)
+    demo.train_one("dcgan", run_dir, {**TINY, "latent_code": 4}, progress=False)
     err = capsys.readouterr().err
-    assert "was trained with another recipe (latent_code 0 -> 10); moved it to" in err
+    assert "was trained with another recipe (latent_code 10 -> 4); moved it to" in err
     (aside,) = tmp_path.glob("dcgan-digits.old-*")
-    assert json.loads((aside / "config.json").read_text())["model"]["latent_code"] == 0
-    assert json.loads((run_dir / "config.json").read_text())["model"]["latent_code"] == 10
+    assert json.loads((aside / "config.json").read_text())["model"]["latent_code"] == 10
+    assert json.loads((run_dir / "config.json").read_text())["model"]["latent_code"] == 4
     assert demo._finished(run_dir) and list_checkpoints(aside)
+
+
+def test_a_run_trained_before_the_rules_changed_is_not_reused(tmp_path, capsys):
+    """Same options, but the run was trained when a rule chose otherwise (here: no R1): the
+    demo trains anew instead of serving the old model."""
+    run_dir = tmp_path / "dcgan-digits"
+    demo.train_one("dcgan", run_dir, dict(TINY), progress=False)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["train"]["r1_gamma"] = 0.0  # as an older ganforge's rules would have written it
+    (run_dir / "config.json").write_text(json.dumps(config))
+    demo.train_one("dcgan", run_dir, dict(TINY), progress=False)
+    assert "(r1_gamma 0.0 -> 1.0)" in capsys.readouterr().err
+    assert len(list(tmp_path.glob("dcgan-digits.old-*"))) == 1

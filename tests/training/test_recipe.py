@@ -35,7 +35,8 @@ def test_rules_follow_the_facts():
     assert "latent_code" not in cgan and cgan["mode_seeking"] > 0
     style = _values(Facts("stylegan", 1438, 32, 1, 10, "cpu", True))
     assert style["g_width"] < base["g_width"] and style["lr"] == 4e-3
-    assert _values(Facts("dcgan", 1438, 32, 1, 10, "cuda", True))["g_width"] == 64
+    cuda = _values(Facts("dcgan", 1438, 32, 1, 10, "cuda", True))
+    assert cuda["g_width"] == 64 and cuda["batch_size"] == 64 and base["batch_size"] == 32
     # Every rule says why.
     assert all(c.rule for c in choose(DIGITS_LIKE).values())
 
@@ -79,6 +80,12 @@ def test_given_options_win_and_the_record_says_which_was_which():
     # A loss's requirement beats the recipe's rule and says so.
     cfg, _, record = resolve_with_recipe({"model": "dcgan", "loss": "wgan-gp"})
     assert cfg.lr == 1e-4 and record["settings"]["lr"]["from"] == "--loss wgan-gp"
+
+
+def test_the_rules_batch_is_shared_evenly_by_the_processes():
+    cfg, _, record = resolve_with_recipe({"model": "dcgan"}, world=3)
+    assert cfg.batch_size == 33 and "multiple of 3" in record["settings"]["batch_size"]["from"]
+    assert resolve_with_recipe({"model": "dcgan"}, world=2)[0].batch_size == 32
 
 
 def test_an_odd_batch_turns_the_mode_seeking_rule_off_instead_of_refusing():

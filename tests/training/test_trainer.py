@@ -74,7 +74,15 @@ def test_run_directory_layout_and_load_run(tmp_path, tiny):
     out = tmp_path / "run"
     train({**tiny, "model": "cgan", "kimg": 0.32, "keep": 2}, out, progress=False)
     config = json.loads((out / "config.json").read_text())
-    assert set(config) == {"model", "train", "dataset", "distributed", "versions", "given"}
+    assert set(config) == {
+        "model",
+        "train",
+        "dataset",
+        "distributed",
+        "versions",
+        "given",
+        "recipe",
+    }
     assert config["given"] == sorted({*tiny, "model", "kimg", "keep"})  # the rest are defaults
     assert config["distributed"] == {"world_size": 1}
     assert config["model"]["kind"] == "cgan" and config["model"]["num_classes"] == 10
@@ -144,7 +152,7 @@ def test_truncated_checkpoint_error_names_the_file(tmp_path, tiny):
 @pytest.mark.parametrize(
     "model, extra",
     [
-        ("cgan", {"loss": "wgan-gp", "n_critic": 2}),
+        ("cgan", {"loss": "wgan-gp", "n_critic": 2, "precision": "bf16"}),  # G draws bf16
         ("dcgan", {"loss": "hinge", "spectral_norm": True, "d_norm": "none"}),
         ("cgan", {"label_smoothing": 0.1, "instance_noise": 0.2, "precision": "bf16"}),
         ("stylegan", {"r1_every": 1, "channels_last": True}),

@@ -98,6 +98,8 @@ def test_the_line_estimates_fd_at_the_gates_n_not_at_its_own(online):
     small = online(G, 0)
     at_gate = OnlineFD("digits", 16, n=5000)(G, 0)["fd_classifier"]
     raw_error = abs(small["fd_classifier"] - at_gate)
-    print(f"\nFD at 500 {small['fd_classifier']:.3f}, estimate {small['fd_at_gate_n']:.3f}, at 5,000 {at_gate:.3f}")
+    print(
+        f"\nFD at 500 {small['fd_classifier']:.3f}, estimate {small['fd_at_gate_n']:.3f}, at 5,000 {at_gate:.3f}"
+    )
     assert small["fd_classifier"] > 1.5 * at_gate, (small, at_gate)
     assert abs(small["fd_at_gate_n"] - at_gate) < 0.5 * raw_error, (small, at_gate)
