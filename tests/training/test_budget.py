@@ -165,6 +165,9 @@ def test_ctrl_c_during_a_budgeted_run_saves_and_resumes(tmp_path):
         [sys.executable, "-m", "training.cli", "--no-progress", "--out", str(out), *TINY_ARGS,
          "--minutes", "2"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A shell that starts the tests in the background (`make test &`) ignores SIGINT, and
+        # the child would inherit that: give it the default, as a terminal's Ctrl-C finds it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:  # wait for the plan, then interrupt mid-run
