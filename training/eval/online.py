@@ -33,7 +33,7 @@ from training.eval.score import (
     dataset_images,
     labels_for_seeds,
     reference_stats,
-    score_images,
+    score_features,
     subset_indices,
     z_from_seeds,
 )
@@ -101,11 +101,15 @@ class OnlineFD:
             G.train(was_training)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = score_images(
-                images,
+            # One extraction serves the score and the FD of each half (_at_gate_n).
+            feats, preds, probs = self.extractor.extract(images)
+            res = score_features(
+                feats,
                 labels,
                 ref=self.ref,
                 extractor=self.extractor,
+                preds=preds,
+                probs=probs,
                 seed=0,
                 keep=self.n,
                 real_features=self.real.features,
@@ -113,7 +117,7 @@ class OnlineFD:
                 kid_subsets=1,  # KID is not shown here; one subset keeps the cost down
             )
         fd = res["fd"]
-        at_gate = self._at_gate_n(np.concatenate(images), fd)
+        at_gate = self._at_gate_n(feats, fd)
         finite = np.isfinite(at_gate) and self.floor > 0
         out: dict[str, Any] = {
             "fd_classifier": float(fd) if np.isfinite(fd) else float("inf"),
@@ -131,14 +135,11 @@ class OnlineFD:
         self.last_seconds = time.perf_counter() - t0
         return out
 
-    def _at_gate_n(self, images: np.ndarray, fd_n: float) -> float:
-        """FD at the gate's N, from FD(N) ~ a + b/N fitted to all n samples and each half."""
+    def _at_gate_n(self, feats: np.ndarray, fd_n: float) -> float:
+        """FD at the gate's N, from FD(N) ~ a + b/N fitted to all n samples' features and each
+        half's."""
         if not np.isfinite(fd_n) or self.gate_n <= self.n:
             return fd_n
-        feats = np.concatenate(
-            [self.extractor.features(torch.from_numpy(images[i : i + self.batch]))
-             for i in range(0, len(images), self.batch)]
-        )  # fmt: skip
         half = len(feats) // 2
         halves = []
         for part in (feats[:half], feats[half:]):

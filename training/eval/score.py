@@ -275,10 +275,13 @@ def score_features(
     pr_k: int = PR_K,
     keep: int = KEEP,
     is_splits: int = IS_SPLITS,
+    real_features: np.ndarray | None = None,
+    real_labels: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """:func:`score_images` on features already extracted with ``extractor`` (from its
     :meth:`~training.eval.features.Extractor.extract`): one extraction can serve several
-    selections of the same images, as the gate's filters are."""
+    selections of the same images, as the gate's filters are, or several figures of them, as
+    the online evaluation's FD at two sample sizes."""
     if ref is None:
         raise EvalError("score_features needs reference statistics (ref=load_ref(path))")
     if extractor is None:
@@ -299,8 +302,8 @@ def score_features(
         ref,
         extractor,
         seed,
-        None,
-        None,
+        real_features,
+        real_labels,
         kid_subsets,
         kid_subset_size,
         pr_k,
