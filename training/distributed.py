@@ -9,9 +9,9 @@ parts of the graph frozen, which DDP only tolerates with ``find_unused_parameter
 all-reduce just before each optimiser step is the same arithmetic with none of those conditions
 (each D step of ``--n-critic`` and each G step is one boundary; there is no gradient accumulation).
 
-BatchNorm sees the global batch: ``nn.SyncBatchNorm`` on CUDA and, because that module refuses CPU
-tensors, :class:`CrossRankBatchNorm2d` (the same statistics through a differentiable all-reduce)
-on CPU/gloo. Randomness: draws the trainer makes per sample (latents, labels, noise inputs, style
+BatchNorm sees the global batch through :class:`CrossRankBatchNorm2d` (the statistics through a
+differentiable all-reduce) on every device: ``nn.SyncBatchNorm`` refuses CPU tensors and cannot be
+differentiated twice, which R1 and WGAN-GP do (pytorch/pytorch#61222). Randomness: draws the trainer makes per sample (latents, labels, noise inputs, style
 mixing, instance noise) are drawn for the whole global batch on every rank from one shared
 generator and sliced (:meth:`Dist.shard`), so an N-process run draws what a 1-process run draws;
 draws made inside DiffAugment and the gradient penalty come from a per-rank generator.
@@ -199,10 +199,10 @@ def shutdown(d: Dist) -> None:
 
 # --- BatchNorm over the global batch ------------------------------------------------------------
 class CrossRankBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose training-mode statistics are those of the global batch (all ranks), for
-    CPU/gloo runs where ``nn.SyncBatchNorm`` refuses CPU tensors. Same parameters and buffers as
-    the BatchNorm2d it replaces, so checkpoints load either way. Gradients flow through the
-    statistics (a differentiable all-reduce), as in SyncBatchNorm."""
+    """BatchNorm2d whose training-mode statistics are those of the global batch (all ranks). Same
+    parameters and buffers as the BatchNorm2d it replaces, so checkpoints load either way.
+    Gradients flow through the statistics (a differentiable all-reduce), twice if need be: R1's
+    penalty differentiates D's input gradient, which ``nn.SyncBatchNorm`` cannot."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
@@ -245,19 +245,14 @@ class _AllReduceSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
+        # Through the Function itself, not a bare all_reduce: R1 differentiates this backward
+        # again (create_graph), and an untracked all_reduce would drop the other ranks' share.
+        return _AllReduceSum.apply(grad)
 
 
-def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
-    """Replace every BatchNorm2d with its global-batch version (SyncBatchNorm on CUDA)."""
-    if device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    return _convert_cpu(module)
-
-
-def _convert_cpu(module: nn.Module) -> nn.Module:
+def convert_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d with its global-batch version, :class:`CrossRankBatchNorm2d`
+    (on CUDA too: R1 needs the second derivative ``nn.SyncBatchNorm`` does not have)."""
     if isinstance(module, nn.BatchNorm2d) and not isinstance(module, CrossRankBatchNorm2d):
         new = CrossRankBatchNorm2d(
             module.num_features, module.eps, module.momentum, module.affine,
@@ -267,7 +262,7 @@ def _convert_cpu(module: nn.Module) -> nn.Module:
         new.train(module.training)
         return new
     for name, child in module.named_children():
-        setattr(module, name, _convert_cpu(child))
+        setattr(module, name, convert_batchnorm(child))
     return module
 
 

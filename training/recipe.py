@@ -47,6 +47,15 @@ class Choice(NamedTuple):
     rule: str
 
 
+def resolve_device(name: str) -> str:
+    """``--device``'s value as the device a run trains on: ``auto`` is CUDA when torch sees one."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
 def native_bf16(device: str) -> bool:
     """Whether ``device`` computes bf16 natively (else autocast emulates it, slower than fp32)."""
     import torch

@@ -169,8 +169,6 @@ def resolve_with_recipe(
 def facts_for(options: dict[str, Any], dataset: Any = None) -> Facts:
     """The recipe's facts for these (given) options: the training split of their dataset (loaded
     unless ``dataset`` is passed), the family and the device."""
-    import torch
-
     if dataset is None:
         from training.datasets import load_dataset
 
@@ -180,9 +178,7 @@ def facts_for(options: dict[str, Any], dataset: Any = None) -> Facts:
             "train",
             options.get("data_root"),
         )
-    device = options.get("device", "auto")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = recipe.resolve_device(options.get("device", "auto"))
     return Facts(
         family=options.get("model", "dcgan"),
         images=len(dataset),

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training import budget as B
-from training import distributed, viz
+from training import distributed, recipe, viz
 from training import losses as L
 from training.augment import ADA_RUN_FRACTION, AdaptiveAugment, DiffAugment
 from training.checkpoint import (
@@ -77,9 +77,7 @@ def pick_device(name: str) -> torch.device:
         raise UserError(
             "--device cuda was requested but no CUDA device is available; use auto or cpu"
         )
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    return torch.device(recipe.resolve_device(name))
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -246,8 +244,8 @@ class Trainer:
         self.D = D.to(self.device, memory_format=memory_format).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         if d.enabled:  # BatchNorm over the global batch; G_ema (eval only) keeps plain BatchNorm
-            self.G = distributed.convert_batchnorm(self.G, self.device)
-            self.D = distributed.convert_batchnorm(self.D, self.device)
+            self.G = distributed.convert_batchnorm(self.G)
+            self.D = distributed.convert_batchnorm(self.D)
             for module in (self.G, self.D, self.G_ema):  # the same start on every rank
                 d.broadcast_module(module)
         self.opt_G = self._adam(self.G, cfg.lr)
@@ -972,7 +970,7 @@ def _resume(d, options, out, run: _Run) -> TrainResult:
 
 
 def _new_run(d, options, out, run: _Run) -> TrainResult:
-    cfg, model_cfg, dataset, recipe = prepare_run(options, out, d)
+    cfg, model_cfg, dataset, record = prepare_run(options, out, d)
     _start(d, cfg)
     given = {k for k, v in options.items() if v is not None}
     trainer = run.trainer(cfg, model_cfg, dataset, out, d, given)  # checks data vs batch
@@ -988,7 +986,7 @@ def _new_run(d, options, out, run: _Run) -> TrainResult:
         "distributed": d.describe(),
         "versions": versions(),
         "given": sorted(given),  # the options the user set; the rest are defaults
-        "recipe": recipe,  # the dataset's facts and where each chosen setting came from
+        "recipe": record,  # the dataset's facts and where each chosen setting came from
     }
     try:
         write_json_atomic(out / CONFIG_NAME, config)

@@ -117,8 +117,8 @@ def _ok(proc):
 def test_dcgan_two_processes_train_the_weights_one_process_trains(tmp_path):
     # BatchNorm in G and D (synchronised across ranks), instance noise 0.3 (the dcgan default).
     # Launched as two "nodes" (--nnodes 2 --rdzv-endpoint) of one process each, via gan-train.
-    # Without R1: with the recipe's R1 on this BatchNorm D the runs differ by 2e-3 (README).
-    opts = _opts("dcgan", STEPS, r1_gamma=0.0)
+    # R1 (lazy, on steps 0, 2, 4) differentiates through the cross-rank statistics twice.
+    opts = _opts("dcgan", STEPS, r1_gamma=1.0, r1_every=2)
     train(opts, tmp_path / "one", progress=False)
     agents = torchrun_nodes("--out", str(tmp_path / "two"), *_args(opts))
     for code, output in agents:

@@ -145,9 +145,7 @@ class OnlineFD:
         for part in (feats[:half], feats[half:]):
             st = FeatureStats(dim=self.extractor.dim)
             st.update(part)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                halves.append(frechet_distance(st.mu, st.sigma, self.ref.mu, self.ref.sigma))
+            halves.append(fd_to_ref(st, self.ref))
         fd_half = float(np.mean(halves))
         if not np.isfinite(fd_half):
             return fd_n
@@ -175,6 +173,12 @@ def real_floor(extractor, ref, n: int, data_root: str | None = None) -> float:
     st = FeatureStats(dim=extractor.dim)
     for x, _ in dataset_images(ds, idx):
         st.update(extractor.features(x))
+    return fd_to_ref(st, ref)
+
+
+def fd_to_ref(st: FeatureStats, ref) -> float:
+    """FD of accumulated features against the reference; quiet, as sqrtm warns on the
+    near-singular covariances a few thousand samples give."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(frechet_distance(st.mu, st.sigma, ref.mu, ref.sigma))
