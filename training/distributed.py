@@ -11,10 +11,11 @@ all-reduce just before each optimiser step is the same arithmetic with none of t
 
 BatchNorm sees the global batch through :class:`CrossRankBatchNorm2d` (the statistics through a
 differentiable all-reduce) on every device: ``nn.SyncBatchNorm`` refuses CPU tensors and cannot be
-differentiated twice, which R1 and WGAN-GP do (pytorch/pytorch#61222). Randomness: draws the trainer makes per sample (latents, labels, noise inputs, style
-mixing, instance noise) are drawn for the whole global batch on every rank from one shared
-generator and sliced (:meth:`Dist.shard`), so an N-process run draws what a 1-process run draws;
-draws made inside DiffAugment and the gradient penalty come from a per-rank generator.
+differentiated twice, which R1 and WGAN-GP do (pytorch/pytorch#61222). Randomness: draws the
+trainer makes per sample (latents, labels, noise inputs, style mixing, instance noise) are drawn
+for the whole global batch on every rank from one shared generator and sliced (:meth:`Dist.shard`),
+so an N-process run draws what a 1-process run draws; draws made inside DiffAugment and the
+gradient penalty come from a per-rank generator.
 
 Outside torchrun (no ``WORLD_SIZE`` in the environment) :func:`from_env` returns a world of one and
 every method is a no-op, so single-process training runs exactly the code it always ran.

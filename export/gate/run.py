@@ -33,21 +33,6 @@ def _score_api():
     return S, ST
 
 
-def real_floor(S, ref, extractor, n: int, data_root: str | None = None) -> dict[str, Any]:
-    """FD of real images of the split the reference was not made from (train for a held-out
-    reference) against it: the best a generator could score. ``data_root``: where torchvision
-    datasets live (as ``gan-train --data-root``)."""
-    from training.datasets import load_dataset
-    from training.eval.fid import frechet_distance
-
-    split = "heldout" if ref.split == "train" else "train"
-    ds = load_dataset(ref.dataset, ref.resolution, split, data_root=data_root)
-    idx = S.subset_indices(len(ds), min(n, len(ds)), seed=0, what=f"{split} split")
-    # Only the distance is needed (not KID or precision/recall): 1/3 of a full score's cost.
-    st, _, _ = S.compute_stats(extractor, (x for x, _ in S.dataset_images(ds, idx)), keep=0)
-    return {"fd": frechet_distance(st.mu, st.sigma, ref.mu, ref.sigma), "n": st.n, "split": split}
-
-
 def preflight(
     ref_path,
     dataset: str | None,
@@ -152,7 +137,7 @@ def run_gate(
     if rules.max_fd is None:
         say("gate: measuring the real-vs-real floor")
         t = time.perf_counter()
-        floor = real_floor(S, ref, extractor, n, data_root=data_root)
+        floor = S.real_floor(extractor, ref, n, data_root=data_root)
         cost["floor"] = time.perf_counter() - t
     cal = (b.filters or {}).get("drs")
     if with_filters and not cal:

@@ -30,11 +30,10 @@ from gancore.gate_rules import DEFAULT_N
 from training.eval.features import get_extractor
 from training.eval.fid import frechet_distance
 from training.eval.score import (
-    dataset_images,
     labels_for_seeds,
+    real_floor,
     reference_stats,
     score_features,
-    subset_indices,
     z_from_seeds,
 )
 from training.eval.stats import FeatureStats
@@ -72,7 +71,10 @@ class OnlineFD:
         self.real = reference_stats(self.extractor, dataset_name, resolution, ref_split,
                                     n=min(n, self.ref.n), seed=seed, data_root=data_root,
                                     keep=n)  # fmt: skip
-        self.floor = real_floor(self.extractor, self.ref, gate_n, data_root)
+        with warnings.catch_warnings():  # as the scores below: sqrtm's warnings are not news
+            warnings.simplefilter("ignore")
+            floor = real_floor(self.extractor, self.ref, gate_n, data_root)
+        self.floor = float(floor["fd"])  # the gate's floor: same images, same function
         self.gate_n = gate_n
         self.rules = rules if rules is not None else default_gate_rules()
         self.n, self.batch, self.seed = n, batch, seed
@@ -160,20 +162,6 @@ def default_gate_rules():
     from gancore.gate_rules import GateRules
 
     return GateRules()
-
-
-def real_floor(extractor, ref, n: int, data_root: str | None = None) -> float:
-    """FD of up to ``n`` real images of the split the reference was not made from, against it:
-    the best a generator could score at this N (as the gate's floor)."""
-    from training.datasets import load_dataset
-
-    split = "heldout" if ref.split == "train" else "train"
-    ds = load_dataset(ref.dataset, ref.resolution, split, data_root=data_root)
-    idx = subset_indices(len(ds), min(n, len(ds)), seed=0, what=f"{split} split")
-    st = FeatureStats(dim=extractor.dim)
-    for x, _ in dataset_images(ds, idx):
-        st.update(extractor.features(x))
-    return fd_to_ref(st, ref)
 
 
 def fd_to_ref(st: FeatureStats, ref) -> float:

@@ -471,6 +471,20 @@ def subset_indices(size: int, n: int | None, seed: int = 0, what: str = "split")
     return np.sort(rng.choice(size, n, replace=False))
 
 
+def real_floor(extractor: Extractor, ref, n: int, data_root: str | None = None) -> dict[str, Any]:
+    """FD of up to ``n`` real images of the split the reference was not made from (train for a
+    held-out reference) against it: the best a generator could score at this N. The gate's floor
+    and the online evaluation's, so the two read the same number."""
+    from training.datasets import load_dataset
+
+    split = "heldout" if ref.split == "train" else "train"
+    ds = load_dataset(ref.dataset, ref.resolution, split, data_root=data_root)
+    idx = subset_indices(len(ds), min(n, len(ds)), seed=0, what=f"{split} split")
+    # Only the distance is needed (not KID or precision/recall): 1/3 of a full score's cost.
+    st, _, _ = compute_stats(extractor, (x for x, _ in dataset_images(ds, idx)), keep=0)
+    return {"fd": frechet_distance(st.mu, st.sigma, ref.mu, ref.sigma), "n": st.n, "split": split}
+
+
 def reference_stats(
     extractor: Extractor,
     dataset: str,
